@@ -1,0 +1,1 @@
+"""RTMO: one-stage real-time multi-person pose estimation, on fused kernels."""

@@ -1,0 +1,10 @@
+"""Fused kernels for RTMO as PyTorch ops: the Dynamic Coordinate Classifier decode and batched NMS.
+
+Each op has a readable reference (`rtmo_kernels.reference`), a C++ CPU kernel, a CUDA kernel and a
+Triton kernel; `backend="auto"` picks the best one for the tensors' device. `backends()` says which
+of them can run here.
+"""
+
+from rtmo_kernels._backend import BackendStatus, BackendUnavailableError, backends
+
+__all__ = ["BackendStatus", "BackendUnavailableError", "backends"]
