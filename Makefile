@@ -31,7 +31,7 @@ test: build lint
 	$(PY) -m pytest tests || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }
 
 bench: build
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf build rtmo_kernels/_C*.so *.egg-info

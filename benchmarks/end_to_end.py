@@ -38,7 +38,6 @@ from rtmo.model.postprocess import postprocess_padded, split_predictions
 
 ROWS = ("kernels", "reference", "compile", "onnxruntime", "cuda-graph")
 STAGES = ("preprocess", "network", "postprocess")
-MAX_DET = 100
 
 
 @dataclass
@@ -54,6 +53,7 @@ class CaseSettings:
     rows: tuple[str, ...] = ROWS
     device: str = "cpu"
     seed: int = 0
+    max_det: int = 100  # the predictor's default
 
 
 @dataclass
@@ -75,12 +75,12 @@ def _fused_model(variant: str, use_kernels: bool, case: CaseSettings) -> RTMOMod
     return plant_crowd(model, case.people, case.candidates, case.input_size, case.seed)
 
 
-def _eager_row(key: str, model: RTMOModel) -> Row:
+def _eager_row(key: str, model: RTMOModel, max_det: int) -> Row:
     size_of = _input_size_of
 
     def post(dense: Any, batch: Tensor) -> list[dict[str, Tensor]]:
         padded = postprocess_padded(
-            dense, model.head.dcc, size_of(batch), 0.1, 0.65, MAX_DET, model.use_kernels, "auto"
+            dense, model.head.dcc, size_of(batch), 0.1, 0.65, max_det, model.use_kernels, "auto"
         )
         return split_predictions(padded)
 
@@ -97,13 +97,13 @@ def _forward(model: Callable[[Tensor], Any], batch: Tensor) -> Any:
     return model(batch.contiguous(memory_format=torch.channels_last))
 
 
-def _compile_row(model: RTMOModel) -> Row:
+def _compile_row(model: RTMOModel, max_det: int) -> Row:
     network = torch.compile(model, dynamic=False)
     post_fn = torch.compile(postprocess_padded, fullgraph=True, dynamic=False)
 
     def post(dense: Any, batch: Tensor) -> list[dict[str, Tensor]]:
         padded = post_fn(
-            dense, model.head.dcc, _input_size_of(batch), 0.1, 0.65, MAX_DET, True, "auto"
+            dense, model.head.dcc, _input_size_of(batch), 0.1, 0.65, max_det, True, "auto"
         )
         return split_predictions(padded)
 
@@ -119,7 +119,7 @@ def _onnx_row(model: RTMOModel, case: CaseSettings, workdir: Path) -> Row:
     from rtmo.onnx_runtime import OnnxRuntimeModel
 
     size = case.input_size or model.config.input_size
-    path = export_onnx(model, workdir / f"{model.config.name}.onnx", size, max_det=MAX_DET)
+    path = export_onnx(model, workdir / f"{model.config.name}.onnx", size, max_det=case.max_det)
     runner = OnnxRuntimeModel(path, providers=_ort_providers(case.device), threads=_threads())
 
     def network(batch: Tensor) -> list[dict[str, Tensor]]:
@@ -133,9 +133,9 @@ def _onnx_row(model: RTMOModel, case: CaseSettings, workdir: Path) -> Row:
     return Row("onnxruntime", settings, network, lambda out, batch: out)
 
 
-def _graph_row(model: RTMOModel, example: Tensor) -> Row:
+def _graph_row(model: RTMOModel, example: Tensor, max_det: int) -> Row:
     def predict(batch: Tensor) -> Any:
-        return model.predict_padded(batch, 0.1, 0.65, MAX_DET)
+        return model.predict_padded(batch, 0.1, 0.65, max_det)
 
     replay = graph_callable(predict, example.contiguous(memory_format=torch.channels_last))
     settings = "network + post-process replayed from one CUDA graph (kernels, fused, channels_last)"
@@ -214,11 +214,11 @@ def build_rows(case: CaseSettings, workdir: Path) -> tuple[list[Row], dict[str, 
     for key in case.rows:
         start = time.perf_counter()
         if key == "kernels":
-            row = _eager_row(key, _fused_model(case.variant, True, case))
+            row = _eager_row(key, _fused_model(case.variant, True, case), case.max_det)
         elif key == "reference":
-            row = _eager_row(key, _fused_model(case.variant, False, case))
+            row = _eager_row(key, _fused_model(case.variant, False, case), case.max_det)
         elif key == "compile":
-            row = _compile_row(_fused_model(case.variant, True, case))
+            row = _compile_row(_fused_model(case.variant, True, case), case.max_det)
         elif key == "onnxruntime":
             try:
                 row = _onnx_row(_fused_model(case.variant, True, case), case, workdir)
@@ -231,7 +231,7 @@ def build_rows(case: CaseSettings, workdir: Path) -> tuple[list[Row], dict[str, 
                 continue
             size = case.input_size or from_name(case.variant).input_size
             example = torch.full((case.batch, 3, size[1], size[0]), 114.0, device=case.device)
-            row = _graph_row(_fused_model(case.variant, True, case), example)
+            row = _graph_row(_fused_model(case.variant, True, case), example, case.max_det)
         else:
             raise ValueError(f"unknown end-to-end row {key!r}; expected one of {ROWS}")
         row.setup_s = time.perf_counter() - start
@@ -300,7 +300,7 @@ def run_case(case: CaseSettings) -> dict[str, Any]:
         "frame_size": list(frames[0].shape[1::-1]),
         "people": case.people,
         "candidates": case.candidates,
-        "max_det": MAX_DET,
+        "max_det": case.max_det,
         "dtype": "float32",
         "device": case.device,
         "threads": _threads(),

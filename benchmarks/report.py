@@ -17,6 +17,13 @@ ROW_LABELS = {
     "onnxruntime": "(d) onnxruntime",
     "cuda-graph": "(e) rtmo kernels, CUDA graph",
 }
+SHORT_LABELS = {
+    "kernels": "(a) kernels",
+    "reference": "(b) reference",
+    "compile": "(c) compile",
+    "onnxruntime": "(d) onnxrt",
+    "cuda-graph": "(e) graph",
+}
 
 
 def _ms(value: float | None) -> str:
@@ -46,8 +53,8 @@ def _suite_median_ms(result: dict, test: str, **params: Any) -> float | None:
 
 
 def _best_ours(rows: dict[str, dict]) -> tuple[str, float] | None:
-    ours = [(k, rows[k]["total"]["median_ms"]) for k in ("kernels", "compile", "cuda-graph")]
-    ours = [(k, v) for k, v in ours if k in rows]
+    keys = [k for k in ("kernels", "compile", "cuda-graph") if k in rows]
+    ours = [(k, rows[k]["total"]["median_ms"]) for k in keys]
     return min(ours, key=lambda kv: kv[1]) if ours else None
 
 
@@ -70,7 +77,9 @@ def evaluate_targets(result: dict) -> list[dict[str, Any]]:
             loop = _suite_median_ms(result, "test_nms_cpu", impl="python_loop", n=n, batch=1)
             kern = _suite_median_ms(result, "test_nms_cpu", impl="cpu_batched_nms", n=n, batch=1)
             loop_ratio = loop / kern if loop and kern else None
-            ok = row["speedup_vs_torchvision"] >= 1 and (loop_ratio is None or loop_ratio >= 50)
+            ok = row["speedup_vs_torchvision"] >= 1 and (
+                None if loop_ratio is None else loop_ratio >= 50
+            )
             targets.append(
                 {
                     "target": f"2. NMS {n} candidates: >= torchvision, >=50x Python loop",
@@ -280,23 +289,20 @@ def _plot_end_to_end(result: dict, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 4.2), squeeze=False)
     colours = {"preprocess": "#9ecae1", "network": "#3182bd", "postprocess": "#e6550d"}
     for ax, case in zip(axes[0], cases, strict=True):
-        labels, bottoms = [], []
+        labels = []
         for i, row in enumerate(case["rows"]):
             bottom = 0.0
             for stage, colour in colours.items():
                 ms = row["stages"][stage]["median_ms"] / case["batch"]
                 ax.bar(i, ms, bottom=bottom, color=colour, label=stage if i == 0 else None)
                 bottom += ms
-            labels.append(ROW_LABELS[row["key"]].split(" ", 1)[0])
-            bottoms.append(bottom)
-        ax.set_xticks(range(len(labels)), labels)
+            labels.append(SHORT_LABELS[row["key"]])
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
         ax.set_title(f"{case['variant']}, batch {case['batch']}")
         ax.set_ylabel("ms per image")
     axes[0][0].legend(loc="upper left", fontsize=8)
-    keys = "  ".join(f"{v}" for v in ROW_LABELS.values())
     fig.suptitle("End to end per image (median), " + result["machine"]["cpu"], fontsize=9)
-    fig.text(0.5, 0.01, keys, ha="center", fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

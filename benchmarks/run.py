@@ -163,7 +163,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="end-to-end rounds (default 7)")
     parser.add_argument("--people", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=400)
+    parser.add_argument("--max-det", type=int, default=100, help="detection slots per image")
     parser.add_argument("--input-size", type=int, default=None, help="square input override")
+    parser.add_argument(
+        "--kernel-variant", default="rtmo-s", help="shapes of the roofline and scaling sweeps"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     for step in ("suites", "readiness", "scaling", "roofline", "end-to-end"):
         parser.add_argument(f"--skip-{step}", action="store_true", help=f"leave out the {step}")
@@ -200,11 +204,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         result["gpu_readiness"] = _timed("GPU-readiness checks", run_readiness)
     if not args.skip_roofline:
         result["roofline"] = _timed(
-            "roofline", roofline.run, "rtmo-s", args.device, args.quick, machine["rates"]
+            "roofline", roofline.run, args.kernel_variant, args.device, args.quick, machine["rates"]
         )
     if not args.skip_scaling:
         result["postprocess_scaling"] = _timed(
-            "post-process scaling", postprocess_scaling.run, "rtmo-s", quick=args.quick,
+            "post-process scaling", postprocess_scaling.run, args.kernel_variant, quick=args.quick,
             device=args.device,
         )  # fmt: skip
     if not args.skip_end_to_end:
@@ -213,7 +217,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             for batch in batches:
                 case = end_to_end.CaseSettings(
                     variant, batch, args.people, args.candidates, size, rounds,
-                    tuple(args.rows.split(",")), args.device,
+                    tuple(args.rows.split(",")), args.device, max_det=args.max_det,
                 )  # fmt: skip
                 cases.append(
                     _timed(f"end to end {variant} batch {batch}", end_to_end.run_case, case)

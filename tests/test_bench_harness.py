@@ -1,0 +1,226 @@
+"""The benchmark harness on the CPU at small sizes: timers, the synthetic crowd, the report and a
+whole `benchmarks.run --quick` pass. No timing is asserted; only that every figure is produced
+and that the synthetic inputs are what the benchmarks claim they are."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from benchmarks import harness, postprocess_scaling, report, roofline, run
+from benchmarks.synthetic import (
+    SCORE_THR,
+    build_model,
+    crowd_boxes,
+    crowd_dense_outputs,
+    crowd_frame,
+    plant_crowd,
+)
+from rtmo.config import from_name
+from rtmo.model.head import decode_boxes
+from rtmo.model.postprocess import postprocess_padded
+
+SMALL = 128  # square input of the small end-to-end runs: 64 + 16 priors
+
+
+class _Counter:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log, self.calls = name, log, 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.log.append(self.name)
+
+
+def test_timing_statistics():
+    timing = harness.Timing([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert timing.median_ms == 3.0
+    assert timing.min_ms == 1.0
+    assert timing.quantile_ms(0.0) == 1.0
+    assert timing.quantile_ms(1.0) == 5.0
+    assert timing.quantile_ms(0.1) == pytest.approx(1.4)
+    summary = timing.to_dict()
+    assert summary["rounds"] == 5
+    assert summary["p90_ms"] == pytest.approx(4.6)
+
+
+def test_time_callable_warms_up_then_times_min_rounds():
+    counter = _Counter("a", [])
+    timing = harness.time_callable(counter, "cpu", warmup=2, min_rounds=4)
+    assert counter.calls == 6
+    assert len(timing.samples_ms) == 4
+    assert all(ms >= 0 for ms in timing.samples_ms)
+
+
+def test_time_callable_respects_max_rounds_when_min_seconds_is_long():
+    counter = _Counter("a", [])
+    timing = harness.time_callable(counter, warmup=0, min_rounds=1, max_rounds=7, min_seconds=60)
+    assert len(timing.samples_ms) == counter.calls == 7
+
+
+def test_time_interleaved_rotates_the_order():
+    log: list[str] = []
+    fns = {name: _Counter(name, log) for name in "abc"}
+    timings = harness.time_interleaved(fns, warmup=1, rounds=3)
+    assert [len(t.samples_ms) for t in timings.values()] == [3, 3, 3]
+    timed = log[3:]  # after one warm-up call each
+    assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_bench_kernel_on_cpu_gives_samples():
+    x = torch.randn(64, 64)
+    timing = harness.bench_kernel(lambda: x @ x, "cpu", rep_ms=1.0, min_rounds=3)
+    assert len(timing.samples_ms) >= 3
+
+
+def test_stage_clock_laps_add_up():
+    clock = harness.StageClock("cpu")
+    clock.start()
+    clock.lap("one")
+    torch.randn(100, 100).sum()
+    clock.lap("two")
+    assert list(clock.laps) == ["one", "two"]
+    assert clock.total_ms == pytest.approx(sum(clock.laps.values()))
+
+
+def test_graph_callable_on_cpu_is_the_function_itself():
+    def fn(x):
+        return x * 2
+
+    assert harness.graph_callable(fn, torch.ones(3)) is fn
+
+
+def test_crowd_boxes_never_overlap():
+    boxes = crowd_boxes(37, (640, 640))
+    iou = torchvision.ops.box_iou(boxes, boxes)
+    assert torch.equal(iou > 0, torch.eye(37, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(("people", "candidates"), [(1, 100), (7, 50), (20, 400), (100, 2000)])
+def test_crowd_dense_outputs_hold_exactly_the_planted_people(people, candidates):
+    config = from_name("rtmo-s")
+    dense = crowd_dense_outputs(config, people, candidates, batch=2)
+    scores = dense.cls_logits.sigmoid()
+    assert (scores > SCORE_THR).sum(1).tolist() == [candidates, candidates]
+    boxes = decode_boxes(dense.bbox_preds, dense.priors, dense.strides)[0]
+    candidate = scores[0] > SCORE_THR
+    keep = torchvision.ops.nms(boxes[candidate], scores[0, candidate], 0.65)
+    assert len(keep) == people
+
+
+def test_crowd_dense_outputs_clip_candidates_to_the_priors():
+    dense = crowd_dense_outputs(from_name("rtmo-t"), 5, 5000)
+    assert int((dense.cls_logits.sigmoid() > SCORE_THR).sum()) == 845  # every prior at 416x416
+
+
+@torch.inference_mode()
+def test_planted_model_predicts_the_planted_people_with_kernels_and_reference():
+    kernels = plant_crowd(build_model("rtmo-t").reparameterize(), 4, 30, (SMALL, SMALL))
+    reference = plant_crowd(
+        build_model("rtmo-t", use_kernels=False).reparameterize(), 4, 30, (SMALL, SMALL)
+    )
+    images = torch.rand(2, 3, SMALL, SMALL) * 255
+    a = kernels.predict_padded(images, max_det=10)
+    b = reference.predict_padded(images, max_det=10)
+    assert a.num_detections.tolist() == b.num_detections.tolist() == [4, 4]
+    torch.testing.assert_close(a.boxes, b.boxes)
+    # fp32 kernel vs mmpose's unfolded decode: keypoints agree to a hundredth of a pixel.
+    torch.testing.assert_close(a.keypoints, b.keypoints, rtol=0, atol=1e-2)
+
+
+def test_crowd_frame_is_a_bgr_uint8_frame():
+    frame = crowd_frame(5, (320, 180))
+    assert frame.shape == (180, 320, 3)
+    assert frame.dtype == np.uint8
+    assert frame.std() > 10  # textured, not a flat fill
+
+
+def test_flop_counts_match_performance_md():
+    # PERFORMANCE.md, per person: logits (17 x 448 x 128) 1.95 MFLOP, x_fc/y_fc over the 448
+    # bin encodings 14.7 MFLOP (both rounded there).
+    logits = roofline.dcc_logit_flop(1, 17, 128, (192, 256))
+    assert logits == 2 * 17 * 448 * 128 == pytest.approx(1.95e6, rel=1e-3)
+    linear = roofline.dcc_unfolded_flop(1, 17, 128, (192, 256)) - logits
+    assert linear == 2 * 448 * 128 * 128 == pytest.approx(14.7e6, rel=2e-3)
+
+
+def test_roofline_rows_at_small_cost():
+    machine = {"sgemm_gflops": 30.0, "memcpy_gbps": 10.0}
+    result = roofline.run("rtmo-t", "cpu", quick=True, machine=machine)
+    kinds = [row["kernel"] for row in result["rows"]]
+    assert kinds.count("dcc_decode") == 2
+    assert kinds.count("batched_nms") == 2
+    for row in result["rows"]:
+        assert row["kernel_ms"] > 0
+        assert ("fraction_of_sgemm" in row) or ("fraction_of_memcpy" in row)
+
+
+@torch.inference_mode()
+def test_postprocess_scaling_point_counts_people():
+    dcc = build_model("rtmo-t").reparameterize().head.dcc
+    point = postprocess_scaling.measure_point(dcc, "rtmo-t", 3, 40, 8, "cpu", rep_ms=1.0)
+    assert point["detections_kernels"] == point["detections_reference"] == 3
+    for part in ("postprocess", "nms", "dcc"):
+        assert point[f"{part}_kernels_ms"] > 0
+        assert point[f"{part}_reference_ms"] > 0
+
+
+def test_postprocess_is_the_function_the_scaling_times():
+    # The sweep times the model's own post-process, not a copy.
+    assert postprocess_scaling.postprocess_padded is postprocess_padded
+
+
+def test_quick_run_writes_json_markdown_and_plots(tmp_path, capsys):
+    run.main(
+        [
+            "--quick",
+            "--skip-suites",
+            "--skip-readiness",
+            "--skip-scaling",
+            "--kernel-variant=rtmo-t",
+            "--variants=rtmo-t",
+            f"--input-size={SMALL}",
+            "--rows=kernels,reference,onnxruntime",
+            "--people=3",
+            "--candidates=24",
+            "--rounds=1",
+            "--max-det=10",
+            f"--out={tmp_path}",
+        ]
+    )
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    assert {"machine", "roofline", "end_to_end", "targets"} <= result.keys()
+    (case,) = result["end_to_end"]["cases"]
+    assert [row["key"] for row in case["rows"]] == ["kernels", "reference", "onnxruntime"]
+    for row in case["rows"]:
+        assert row["detections"] == [3]
+        assert row["max_keypoint_diff_px"] is not None
+        assert set(row["stages"]) == {"preprocess", "network", "postprocess"}
+    markdown = path.with_suffix(".md").read_text()
+    assert "(d) onnxruntime" in markdown
+    assert "## Roofline" in markdown
+    assert len(list(tmp_path.glob("*.png"))) == 2  # end to end and roofline (no scaling run)
+    assert "| model | batch | row |" in capsys.readouterr().out
+
+
+def test_report_targets_from_a_result():
+    def row(key, ms):
+        timing = {"median_ms": ms}
+        return {"key": key, "total": timing}
+
+    case = {
+        "variant": "rtmo-s-body7",
+        "batch": 1,
+        "rows": [row("kernels", 100.0), row("reference", 200.0), row("onnxruntime", 120.0)],
+    }
+    (target,) = report.evaluate_targets({"end_to_end": {"cases": [case]}})
+    assert target["pass"] is True
+    assert "1.20x onnxruntime" in target["measured"]
+    case["rows"][2] = row("onnxruntime", 90.0)
+    (target,) = report.evaluate_targets({"end_to_end": {"cases": [case]}})
+    assert target["pass"] is False
