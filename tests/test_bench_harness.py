@@ -164,7 +164,7 @@ def test_postprocess_scaling_point_counts_people():
     dcc = build_model("rtmo-t").reparameterize().head.dcc
     point = postprocess_scaling.measure_point(dcc, "rtmo-t", 3, 40, 8, "cpu", rep_ms=1.0)
     assert point["detections_kernels"] == point["detections_reference"] == 3
-    for part in ("postprocess", "nms", "dcc"):
+    for part in ("postprocess", "nms", "dcc", "dcc_people"):
         assert point[f"{part}_kernels_ms"] > 0
         assert point[f"{part}_reference_ms"] > 0
 
