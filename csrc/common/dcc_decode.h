@@ -66,6 +66,58 @@ RTMO_HD void rotate(T& c, T& s, T rc, T rs) {
   c = c_next;
 }
 
+// The encoding walk shared by the kernels. The bins are cut into tiles of `tile` bins. Per frequency
+// w_j the walk holds, in double, the (cos, sin) of the angle of the current tile's first bin (the
+// anchor) and the rotation by one tile; a float table holds the rotation by t bins, t < tile. The
+// encoding of bin first + t is then one angle addition of anchor and table entry (one rounding, no
+// accumulation inside a tile); the anchor advances a tile by a double rotation and is recomputed
+// exactly every kReanchorBins bins. tests/test_dcc_recurrence.py bounds the result against exact
+// sin/cos.
+
+// Angle of bin `bin` at frequency w: (r_0 + bin * step) * w, in double.
+RTMO_HD double bin_angle(const AxisGeometry& g, int bin, double w) {
+  return (g.rel0 + static_cast<double>(bin) * g.step) * w;
+}
+
+// Table of the rotations by t * step * w for t < tile (float), and the rotation by tile * step * w
+// (double), by repeated rotation in double from one exact sin/cos (drift ~ tile * 2^-53).
+RTMO_HD void step_table(const AxisGeometry& g, double w, int tile, float* cos_t, float* sin_t,
+                        double& tile_cos, double& tile_sin) {
+  const double angle = g.step * w;
+  const double rc = cos(angle), rs = sin(angle);
+  double c = 1.0, s = 0.0;
+  for (int t = 0; t < tile; ++t) {
+    cos_t[t] = static_cast<float>(c);
+    sin_t[t] = static_cast<float>(s);
+    rotate(c, s, rc, rs);
+  }
+  tile_cos = c;
+  tile_sin = s;
+}
+
+// The anchor of the tile starting at `first_bin`: exact at multiples of kReanchorBins, else the
+// previous tile's anchor rotated by one tile.
+RTMO_HD void advance_anchor(const AxisGeometry& g, double w, int first_bin, double tile_cos,
+                            double tile_sin, double& anchor_cos, double& anchor_sin) {
+  if (first_bin % kReanchorBins == 0) {
+    const double angle = bin_angle(g, first_bin, w);
+    anchor_cos = cos(angle);
+    anchor_sin = sin(angle);
+  } else {
+    rotate(anchor_cos, anchor_sin, tile_cos, tile_sin);
+  }
+}
+
+// cos and sin of (anchor + t * step) * w from the anchor and the table entry/entries for t; T is
+// float or a vector of table entries.
+template <typename T>
+RTMO_HD void encode_from_anchor(double anchor_cos, double anchor_sin, const T& cos_t,
+                                const T& sin_t, T& cos_out, T& sin_out) {
+  const float ac = static_cast<float>(anchor_cos), as = static_cast<float>(anchor_sin);
+  cos_out = ac * cos_t - as * sin_t;
+  sin_out = as * cos_t + ac * sin_t;
+}
+
 // exp(x) for x <= 0 with ~2 ulp relative error, in plain arithmetic so that it runs on vectors too
 // (the CPU kernel instantiates it on GCC vector types; the libm call does not vectorise without
 // -ffast-math). x = n ln2 + r, |r| <= ln2 / 2; e^r by its degree-7 Taylor polynomial (truncation

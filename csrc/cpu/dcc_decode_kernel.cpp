@@ -102,45 +102,24 @@ struct AxisTask {
   float* confidences;
 };
 
-// The step rotations: (cos, sin) of t * step * w_j for t < kTileBins, and for kTileBins. In double
-// by repeated rotation (17 steps: drift ~1e-15) from one exact sin/cos per frequency.
+// Per frequency: the rotations by t bins within a tile (rtmo::dcc::step_table).
 RTMO_INLINE void build_step_tables(const AxisTask& task, Scratch& s) {
+  for (int j = 0; j < task.dim / 2; ++j) {
+    // A TileVec row is kTileBins floats: the table is written straight into it.
+    rtmo::dcc::step_table(task.geometry, task.freqs[j], kTileBins,
+                          reinterpret_cast<float*>(&s.step_cos[j]),
+                          reinterpret_cast<float*>(&s.step_sin[j]), s.tile_cos[j], s.tile_sin[j]);
+  }
+}
+
+// phi of the tile's bins (D rows: cos rows, then sin rows) by angle addition from the tile anchor.
+RTMO_INLINE void build_encoding_tile(const AxisTask& task, int first_bin, Scratch& s) {
   const int num_freqs = task.dim / 2;
   for (int j = 0; j < num_freqs; ++j) {
-    const double angle = task.geometry.step * task.freqs[j];
-    const double rc = std::cos(angle), rs = std::sin(angle);
-    double c = 1.0, sn = 0.0;
-    for (int t = 0; t < kTileBins; ++t) {
-      s.step_cos[j][t] = static_cast<float>(c);
-      s.step_sin[j][t] = static_cast<float>(sn);
-      rtmo::dcc::rotate(c, sn, rc, rs);
-    }
-    s.tile_cos[j] = c;
-    s.tile_sin[j] = sn;
-  }
-}
-
-// Exact angles of bin `first_bin` (arguments reach hundreds of radians: libm, never fast-math).
-RTMO_INLINE void anchor_exact(const AxisTask& task, int first_bin, Scratch& s) {
-  const double rel = task.geometry.rel0 + first_bin * task.geometry.step;
-  for (int j = 0; j < task.dim / 2; ++j) {
-    const double angle = rel * task.freqs[j];
-    s.anchor_cos[j] = std::cos(angle);
-    s.anchor_sin[j] = std::sin(angle);
-  }
-}
-
-// phi of the tile's bins: cos(a + t h) = cos a cos th - sin a sin th (and sin likewise), one
-// rounding of the float tables per element, no accumulation inside the tile. Then the anchors
-// advance to the next tile in double.
-RTMO_INLINE void build_encoding_tile(int num_freqs, Scratch& s) {
-  for (int j = 0; j < num_freqs; ++j) {
-    const float ac = static_cast<float>(s.anchor_cos[j]);
-    const float as = static_cast<float>(s.anchor_sin[j]);
-    const TileVec tc = s.step_cos[j], ts = s.step_sin[j];
-    s.encodings[j] = ac * tc - as * ts;
-    s.encodings[num_freqs + j] = as * tc + ac * ts;
-    rtmo::dcc::rotate(s.anchor_cos[j], s.anchor_sin[j], s.tile_cos[j], s.tile_sin[j]);
+    rtmo::dcc::advance_anchor(task.geometry, task.freqs[j], first_bin, s.tile_cos[j],
+                              s.tile_sin[j], s.anchor_cos[j], s.anchor_sin[j]);
+    rtmo::dcc::encode_from_anchor(s.anchor_cos[j], s.anchor_sin[j], s.step_cos[j], s.step_sin[j],
+                                  s.encodings[j], s.encodings[num_freqs + j]);
   }
 }
 
@@ -226,8 +205,7 @@ RTMO_ISA_CLONES void decode_axis(const AxisTask& task, Scratch& s) {
   std::fill(s.states, s.states + num_keypoints, rtmo::dcc::softmax_init<TileVec>());
   build_step_tables(task, s);
   for (int first_bin = 0; first_bin < num_bins; first_bin += kTileBins) {
-    if (first_bin % rtmo::dcc::kReanchorBins == 0) anchor_exact(task, first_bin, s);
-    build_encoding_tile(dim / 2, s);
+    build_encoding_tile(task, first_bin, s);
     const int valid = std::min(kTileBins, num_bins - first_bin);
     int k = 0;
     for (; k + kKeypointBlock <= num_keypoints; k += kKeypointBlock) {
