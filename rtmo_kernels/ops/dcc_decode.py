@@ -95,7 +95,7 @@ def dcc_decode(
     return keypoints, confidence
 
 
-def _fake_dcc_decode(
+def fake_dcc_decode(
     query_x: torch.Tensor,
     query_y: torch.Tensor,
     boxes: torch.Tensor,
@@ -106,6 +106,7 @@ def _fake_dcc_decode(
     temperature: float,
     mode: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output shapes of rtmo::dcc_decode (and rtmo::dcc_decode_triton) for fake tensors."""
     n, k = query_x.shape[0], query_x.shape[1]
     out = query_x.new_empty((n, k, 2), dtype=torch.float32)
     return out, torch.empty_like(out)
@@ -113,4 +114,4 @@ def _fake_dcc_decode(
 
 if _backend.extension() is not None:
     # The schema comes from rtmo_kernels._C; without it there is no op to give a fake kernel to.
-    torch.library.register_fake("rtmo::dcc_decode")(_fake_dcc_decode)
+    torch.library.register_fake("rtmo::dcc_decode")(fake_dcc_decode)

@@ -20,6 +20,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from rtmo_kernels._backend import triton_interpreted
+from rtmo_kernels.ops.dcc_decode import fake_dcc_decode
 
 # tl.dot needs every dimension >= 16.
 _MIN_DOT = 16
@@ -152,7 +153,13 @@ def dcc_decode_kernel(
     tl.store(confidence_ptr + out, 1.0 / run_sum, mask=mask_k)
 
 
-@torch.library.triton_op("rtmo::dcc_decode_triton", mutates_args=())
+# On a GPU a triton_op, so torch.compile sees the kernel inside. The interpreter runs the kernel on
+# whatever tensors it is given, also the fake/functional ones of AOT tracing, so there the op is an
+# opaque custom op with a fake kernel.
+_define_op = torch.library.custom_op if triton_interpreted() else torch.library.triton_op
+
+
+@_define_op("rtmo::dcc_decode_triton", mutates_args=())
 def dcc_decode_triton(
     query_x: torch.Tensor,
     query_y: torch.Tensor,
@@ -199,3 +206,7 @@ def dcc_decode_triton(
             num_warps=cfg.num_warps,
         )
     return keypoints, confidence
+
+
+if triton_interpreted():
+    dcc_decode_triton.register_fake(fake_dcc_decode)
