@@ -271,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor> dcc_decode_cpu(const at::Tensor& query_x,
       const int64_t n = item / 2;
       const int axis = static_cast<int>(item % 2);
       const at::Tensor& query = *queries[axis];
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, query.scalar_type(),
+      RTMO_DISPATCH_DCC_TYPES(query.scalar_type(),
                                       "dcc_decode_cpu", [&] { load_queries<scalar_t>(query, n, scratch); });
       AxisTask task;
       task.geometry = rtmo::dcc::axis_geometry(box[4 * n + axis], box[4 * n + axis + 2],

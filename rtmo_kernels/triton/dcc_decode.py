@@ -1,12 +1,12 @@
 """Triton kernel of rtmo::dcc_decode: one program per (instance, axis, block of keypoints).
 
-The program walks the bins in tiles of BLOCK_B. The tile's encodings (BLOCK_D x BLOCK_B) are built
+The program walks the bins in tiles of BLOCK_B. The tile's encodings (2 x BLOCK_F x BLOCK_B) are built
 in registers by angle addition: a per-program table of the rotations by t bins (t < BLOCK_B) and an
-exact anchor per tile (BLOCK_D sin/cos of float64 angles) replace a sin/cos per bin and frequency.
-tl.dot of the queries (BLOCK_K x BLOCK_D, fp32, "ieee" precision: tf32 would cost 1e-3 relative
-in the logits) with the tile gives the logits, folded into an online softmax. sin/cos go through
-libdevice on float64 angles: the angles reach hundreds of radians, where the approximate fp32
-instructions that tl.sin/tl.cos lower to are wrong.
+exact anchor per tile (BLOCK_F sin/cos) replace a sin/cos per bin and frequency.
+tl.dot of the queries (cos and sin halves, BLOCK_K x BLOCK_F each, fp32, "ieee" precision: tf32 would cost 1e-3 relative
+in the logits) with the tile gives the logits, folded into an online softmax. The angles reach
+hundreds of radians, where the approximate fp32 instructions that tl.sin/tl.cos lower to are wrong:
+`_cos_sin` reduces them in float64 and evaluates polynomials.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
 from rtmo_kernels._backend import triton_interpreted
 from rtmo_kernels.ops.dcc_decode import fake_dcc_decode
@@ -34,29 +34,51 @@ class TritonConfig:
     """Block sizes and warps of one launch (also compiled ahead of time by the GPU compile test)."""
 
     block_k: int
-    block_d: int
+    block_f: int
     block_b: int
     num_warps: int
+    reanchor_bins: int = 256
 
 
 def triton_config(num_keypoints: int, dim: int) -> TritonConfig:
-    """The configuration the launcher uses for K keypoints and query dimension D."""
+    """The configuration the launcher uses for K keypoints and query dimension D (F = D / 2)."""
     if dim > MAX_DIM:
         raise ValueError(f"dcc_decode (triton): the query dimension D must be <= {MAX_DIM}, got {dim}")
     block_k = min(max(_MIN_DOT, triton.next_power_of_2(num_keypoints)), 32)
-    block_d = max(_MIN_DOT, triton.next_power_of_2(dim))
-    # 32 bins per tile: the phi tile is block_d x 32 fp32, 32 registers per thread at D = 128 with
-    # 4 warps, next to the 32 x 32 logits and the 32 x 128 queries.
-    return TritonConfig(block_k=block_k, block_d=block_d, block_b=32, num_warps=4)
+    block_f = max(_MIN_DOT, triton.next_power_of_2(dim // 2))
+    # 32 bins per tile and 4 warps: per thread 16 registers each for the cos/sin tables, the two
+    # phi halves and the queries' halves at F = 64, K <= 32.
+    return TritonConfig(block_k=block_k, block_f=block_f, block_b=32, num_warps=4)
 
 
 @triton.jit
-def _cos_sin_f64(angle, LIBDEVICE: tl.constexpr):
-    """Accurate (cos, sin) of float64 angles as float32. The interpreter has no libdevice; its
-    tl.cos/tl.sin are numpy's float64 functions, equally accurate."""
-    if LIBDEVICE:
-        return libdevice.cos(angle).to(tl.float32), libdevice.sin(angle).to(tl.float32)
-    return tl.cos(angle).to(tl.float32), tl.sin(angle).to(tl.float32)
+def _cos_sin(angle):
+    """(cos, sin) as float32 of float64 angles of any size up to ~1e9 rad, in plain arithmetic.
+
+    The angle is reduced by k quarter turns in float64 (pi / 2 split into a float32-exact head and
+    a tail, so k * head is exact: Triton's float literals are float32), then sin and cos of the
+    remainder |x| <= pi / 4 come from Taylor polynomials (truncation (pi/4)^11 / 11! = 2.5e-11)
+    and the quadrant k mod 4 picks signs and order. No libdevice (whose slow-path range reduction
+    cost registers and spills) and no approximate sin.approx/cos.approx, which tl.sin/tl.cos become.
+    """
+    k = tl.floor(angle * 0.6366197723675814 + 0.5)
+    x = ((angle - k * 1.5707963705062866) - k * -4.371139000186243e-08).to(tl.float32)
+    x2 = x * x
+    sin_x = x * (1.0 + x2 * (-1 / 6 + x2 * (1 / 120 + x2 * (-1 / 5040 + x2 * (1 / 362880)))))
+    cos_x = 1.0 + x2 * (-0.5 + x2 * (1 / 24 + x2 * (-1 / 720 + x2 * (1 / 40320 - x2 / 3628800))))
+    quadrant = k.to(tl.int64) & 3
+    swap = (quadrant & 1) != 0
+    cos_out = tl.where(swap, sin_x, cos_x)
+    sin_out = tl.where(swap, cos_x, sin_x)
+    cos_out = tl.where((quadrant == 1) | (quadrant == 2), -cos_out, cos_out)
+    sin_out = tl.where(quadrant >= 2, -sin_out, sin_out)
+    return cos_out, sin_out
+
+
+@triton.jit
+def _frequencies(offs_f, num_freqs, log_temperature):
+    """w_j = temperature^(-j / F) in float64."""
+    return tl.exp(-log_temperature * offs_f.to(tl.float64) / num_freqs.to(tl.float64))
 
 
 @triton.jit
@@ -76,60 +98,79 @@ def dcc_decode_kernel(
     stride_bc,
     stride_pn,
     stride_pc,
-    padding,
-    log_temperature,
+    padding_hi,  # float64 scalars as two float32 parts: Triton passes Python floats as fp32
+    padding_lo,
+    log_temperature_hi,
+    log_temperature_lo,
     AXIS: tl.constexpr,
     ARGMAX: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    BLOCK_F: tl.constexpr,
     BLOCK_B: tl.constexpr,
-    LIBDEVICE: tl.constexpr,
+    LOG2_BLOCK_B: tl.constexpr,
+    REANCHOR_BINS: tl.constexpr,
 ):
     n = tl.program_id(0).to(tl.int64)
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_f = tl.arange(0, BLOCK_F)
     offs_t = tl.arange(0, BLOCK_B)
+    num_freqs = dim // 2
     mask_k = offs_k < num_keypoints
-    mask_d = offs_d < dim
+    mask_q = mask_k[:, None] & (offs_f < num_freqs)[None, :]
 
-    q = tl.load(
-        query_ptr + n * stride_qn + offs_k[:, None] * stride_qk + offs_d[None, :] * stride_qd,
-        mask=mask_k[:, None] & mask_d[None, :],
-        other=0.0,
-    ).to(tl.float32)
+    # The cos half and the sin half of the queries: two dots instead of one over a phi whose rows
+    # would each need both the cos and the sin expression (and twice the table).
+    q_rows = query_ptr + n * stride_qn + offs_k[:, None] * stride_qk
+    q_cos = tl.load(q_rows + offs_f[None, :] * stride_qd, mask=mask_q, other=0.0).to(tl.float32)
+    q_sin = tl.load(q_rows + (num_freqs + offs_f[None, :]) * stride_qd, mask=mask_q, other=0.0)
+    q_sin = q_sin.to(tl.float32)
 
     # Geometry in float64 (see csrc/common/dcc_decode.h: AxisGeometry).
     lo = tl.load(boxes_ptr + n * stride_bn + AXIS * stride_bc).to(tl.float64)
     hi = tl.load(boxes_ptr + n * stride_bn + (AXIS + 2) * stride_bc).to(tl.float64)
     prior = tl.load(priors_ptr + n * stride_pn + AXIS * stride_pc).to(tl.float64)
+    padding = tl.cast(padding_hi, tl.float64) + tl.cast(padding_lo, tl.float64)
+    log_temperature = tl.cast(log_temperature_hi, tl.float64) + tl.cast(log_temperature_lo, tl.float64)
     center = 0.5 * (lo + hi)
     size = padding * (hi - lo)
     rel0 = center - 0.5 * size - prior
     step = size / (num_bins - 1)
+    w = _frequencies(offs_f, num_freqs, log_temperature)
 
-    # Row d of phi: cos(r w_d) for d < F, sin(r w_{d-F}) after; padded rows meet zero queries.
-    num_freqs = dim // 2
-    is_sin = offs_d >= num_freqs
-    j = tl.where(is_sin, offs_d - num_freqs, offs_d).to(tl.float64)
-    w = tl.exp(-log_temperature * j / num_freqs.to(tl.float64))
-    table_angle = (offs_t.to(tl.float64)[None, :] * step) * w[:, None]
-    table_cos, table_sin = _cos_sin_f64(table_angle, LIBDEVICE)
+    # Rotation by t bins, t < BLOCK_B, for every frequency: t written in binary, one exact rotation
+    # by 2^b bins per bit (float32 products, ~5 roundings: 3e-7), no sin/cos per element.
+    table_cos = tl.full((BLOCK_F, BLOCK_B), 1.0, tl.float32)
+    table_sin = tl.zeros((BLOCK_F, BLOCK_B), tl.float32)
+    for b in tl.static_range(LOG2_BLOCK_B):
+        rot_cos, rot_sin = _cos_sin(((1 << b) * step) * w)
+        bit_set = ((offs_t >> b) & 1)[None, :] != 0
+        rc = tl.where(bit_set, rot_cos[:, None], 1.0)
+        rs = tl.where(bit_set, rot_sin[:, None], 0.0)
+        next_cos = table_cos * rc - table_sin * rs
+        table_sin = table_sin * rc + table_cos * rs
+        table_cos = next_cos
+
+    # The anchor (angle of the tile's first bin) advances a tile by one rotation and is recomputed
+    # exactly every REANCHOR_BINS bins (float32 drift <= 8 roundings, ~1e-6).
+    tile_cos, tile_sin = _cos_sin((BLOCK_B * step) * w)
+    anchor_cos = tl.zeros((BLOCK_F,), tl.float32)
+    anchor_sin = tl.zeros((BLOCK_F,), tl.float32)
 
     run_max = tl.full((BLOCK_K,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_K,), tl.float32)
     run_index = tl.zeros((BLOCK_K,), tl.float32)
     run_arg = tl.zeros((BLOCK_K,), tl.int32)
     for first_bin in range(0, num_bins, BLOCK_B):
-        anchor = (rel0 + first_bin * step) * w
-        anchor_cos, anchor_sin = _cos_sin_f64(anchor, LIBDEVICE)
-        anchor_cos = anchor_cos[:, None]
-        anchor_sin = anchor_sin[:, None]
-        phi = tl.where(
-            is_sin[:, None],
-            anchor_sin * table_cos + anchor_cos * table_sin,
-            anchor_cos * table_cos - anchor_sin * table_sin,
-        )
-        logits = tl.dot(q, phi, input_precision="ieee")
+        if first_bin % REANCHOR_BINS == 0:
+            # w recomputed here rather than kept live: 64 float64 values cost 128 registers.
+            w_anchor = _frequencies(offs_f, num_freqs, log_temperature)
+            anchor_cos, anchor_sin = _cos_sin((rel0 + first_bin * step) * w_anchor)
+        ac = anchor_cos[:, None]
+        as_ = anchor_sin[:, None]
+        phi_cos = ac * table_cos - as_ * table_sin
+        phi_sin = as_ * table_cos + ac * table_sin
+        logits = tl.dot(q_cos, phi_cos, input_precision="tf32x3")
+        logits = tl.dot(q_sin, phi_sin, acc=logits, input_precision="tf32x3")
         bins = first_bin + offs_t
         logits = tl.where((bins < num_bins)[None, :], logits, float("-inf"))
         tile_max = tl.max(logits, axis=1)
@@ -142,6 +183,9 @@ def dcc_decode_kernel(
         run_index = run_index * scale + tl.sum(e * bins.to(tl.float32)[None, :], axis=1)
         run_arg = tl.where(tile_max > run_max, tile_arg, run_arg)  # strict: first tile wins ties
         run_max = new_max
+        rotated_cos = anchor_cos * tile_cos - anchor_sin * tile_sin
+        anchor_sin = anchor_sin * tile_cos + anchor_cos * tile_sin
+        anchor_cos = rotated_cos
 
     if ARGMAX:
         index = run_arg.to(tl.float64)
@@ -151,6 +195,12 @@ def dcc_decode_kernel(
     out = n * num_keypoints * 2 + offs_k * 2 + AXIS
     tl.store(keypoints_ptr + out, coordinate.to(tl.float32), mask=mask_k)
     tl.store(confidence_ptr + out, 1.0 / run_sum, mask=mask_k)
+
+
+def _split_float64(value: float) -> tuple[float, float]:
+    """value = hi + lo with hi and lo float32: the kernel rebuilds value to ~1e-15 relative."""
+    hi = float(np.float32(value))
+    return hi, float(np.float32(value - hi))
 
 
 # On a GPU a triton_op, so torch.compile sees the kernel inside. The interpreter runs the kernel on
@@ -195,14 +245,15 @@ def dcc_decode_triton(
             *query.stride(),
             *boxes.stride(),
             *priors.stride(),
-            padding,
-            math.log(temperature),
+            *_split_float64(padding),
+            *_split_float64(math.log(temperature)),
             AXIS=axis,
             ARGMAX=mode == "argmax",
             BLOCK_K=cfg.block_k,
-            BLOCK_D=cfg.block_d,
+            BLOCK_F=cfg.block_f,
             BLOCK_B=cfg.block_b,
-            LIBDEVICE=not triton_interpreted(),
+            LOG2_BLOCK_B=cfg.block_b.bit_length() - 1,
+            REANCHOR_BINS=cfg.reanchor_bins,
             num_warps=cfg.num_warps,
         )
     return keypoints, confidence
