@@ -3,7 +3,7 @@ compiled by nvcc, and the registers / spills / shared memory ptxas reports for e
 
     compile_triton("pkg.module:kernel", signature, constexprs, capability, num_warps)
         -> CompiledTriton(ptx, cubin, shared_bytes, resources)
-    ptxas_resources(cu_file, sm) -> list[KernelResources]
+    ptxas_resources(cu_file, sm or [sms]) -> list[KernelResources]
     write_report(name, payload) -> Path of build/gpu_compile/<name>.json
 
 Environment notes for a CPU-only machine:
@@ -30,6 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "build" / "gpu_compile"
 # The macros setup.py passes to nvcc for the extension.
 NVCC_DEFINES = ["-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DRTMO_WITH_CUDA"]
-# setup.py's nvcc flags.
+# setup.py's nvcc flags (torch's BuildExtension adds its COMMON_NVCC_FLAGS in front).
 NVCC_FLAGS = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
 
 
@@ -109,11 +110,13 @@ def _nvidia_include_dirs() -> list[str]:
     return sorted(set(dirs))
 
 
-def ptxas_resources(cu_file: str | Path, sm: int) -> list[KernelResources]:
-    """Compiles `cu_file` (-c, into a temporary directory) for sm_<sm> with the extension's flags
-    and returns ptxas's report for every kernel in it. Raises CalledProcessError on errors."""
-    from torch.utils.cpp_extension import include_paths
+def ptxas_resources(cu_file: str | Path, sm: int | Sequence[int]) -> list[KernelResources]:
+    """Compiles `cu_file` (device code, into a temporary directory) for sm_<sm> (one nvcc run for several:
+    the host-side parse of the torch headers dominates the time) with the extension's flags and
+    returns ptxas's report for every kernel and sm. Raises CalledProcessError on errors."""
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
 
+    sms = [sm] if isinstance(sm, int) else list(sm)
     nvcc = find_nvcc()
     if nvcc is None:
         raise FileNotFoundError("nvcc not found (CUDA_HOME, /usr/local/cuda, PATH)")
@@ -126,16 +129,18 @@ def ptxas_resources(cu_file: str | Path, sm: int) -> list[KernelResources]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             nvcc,
+            *COMMON_NVCC_FLAGS,
             *NVCC_FLAGS,
             *NVCC_DEFINES,
-            f"-gencode=arch=compute_{sm},code=sm_{sm}",
+            *(f"-gencode=arch=compute_{s},code=sm_{s}" for s in sms),
             "-Xptxas",
             "-v",
             *(f"-I{d}" for d in includes),
-            "-c",
+            # Device code only: the host compile of the torch headers would double the time.
+            "--fatbin",
             str(cu_file),
             "-o",
-            os.path.join(tmp, "kernel.o"),
+            os.path.join(tmp, "kernel.fatbin"),
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:

@@ -39,6 +39,18 @@ class TritonConfig:
     num_warps: int
     reanchor_bins: int = 256
 
+    def constexprs(self, axis: int, argmax: bool) -> dict[str, int | bool]:
+        """The kernel's constexpr arguments for one launch."""
+        return {
+            "AXIS": axis,
+            "ARGMAX": argmax,
+            "BLOCK_K": self.block_k,
+            "BLOCK_F": self.block_f,
+            "BLOCK_B": self.block_b,
+            "LOG2_BLOCK_B": self.block_b.bit_length() - 1,
+            "REANCHOR_BINS": self.reanchor_bins,
+        }
+
 
 def triton_config(num_keypoints: int, dim: int) -> TritonConfig:
     """The configuration the launcher uses for K keypoints and query dimension D (F = D / 2)."""
@@ -247,13 +259,7 @@ def dcc_decode_triton(
             *priors.stride(),
             *_split_float64(padding),
             *_split_float64(math.log(temperature)),
-            AXIS=axis,
-            ARGMAX=mode == "argmax",
-            BLOCK_K=cfg.block_k,
-            BLOCK_F=cfg.block_f,
-            BLOCK_B=cfg.block_b,
-            LOG2_BLOCK_B=cfg.block_b.bit_length() - 1,
-            REANCHOR_BINS=cfg.reanchor_bins,
+            **cfg.constexprs(axis, mode == "argmax"),
             num_warps=cfg.num_warps,
         )
     return keypoints, confidence
