@@ -67,7 +67,9 @@ def assert_matches_oracle(
     n, k = inputs.query_x.shape[:2]
     oracle = reference.dcc_decode(*inputs.to(torch.float64).args(), **kwargs)
     same_dtype = reference.dcc_decode(*inputs.to(torch.float32).args(), **kwargs)
-    for name, got, want, ref32 in zip(("keypoints", "confidence"), result, oracle, same_dtype):
+    for name, got, want, ref32 in zip(
+        ("keypoints", "confidence"), result, oracle, same_dtype, strict=True
+    ):
         assert got.shape == (n, k, 2), f"{name}: shape {tuple(got.shape)}"
         assert got.dtype == torch.float32, f"{name}: dtype {got.dtype}"
         if want.numel() == 0:

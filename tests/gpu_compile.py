@@ -111,9 +111,9 @@ def _nvidia_include_dirs() -> list[str]:
 
 
 def ptxas_resources(cu_file: str | Path, sm: int | Sequence[int]) -> list[KernelResources]:
-    """Compiles `cu_file` (device code, into a temporary directory) for sm_<sm> (one nvcc run for several:
-    the host-side parse of the torch headers dominates the time) with the extension's flags and
-    returns ptxas's report for every kernel and sm. Raises CalledProcessError on errors."""
+    """Compiles `cu_file` (device code, into a temporary directory) for sm_<sm> with the extension's
+    flags and returns ptxas's report for every kernel and sm. Several sms share one nvcc run: the
+    parse of the torch headers dominates the time. Raises CalledProcessError on errors."""
     from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
 
     sms = [sm] if isinstance(sm, int) else list(sm)
@@ -196,7 +196,9 @@ def compile_triton(
         [sys.executable, "-c", script, request], capture_output=True, text=True, env=env
     )
     if done.returncode:
-        raise RuntimeError(f"triton.compile of {fn_path} for sm_{capability} failed:\n{done.stderr}")
+        raise RuntimeError(
+            f"triton.compile of {fn_path} for sm_{capability} failed:\n{done.stderr}"
+        )
     out = json.loads(done.stdout.strip().splitlines()[-1])
     return CompiledTriton(
         ptx=out["ptx"],

@@ -165,7 +165,7 @@ def test_auto_backend_is_the_cpu_kernel_on_cpu_tensors(monkeypatch):
     inputs = make_inputs(4, 17, 128, seed=9)
     auto = rtmo_kernels.dcc_decode(*inputs.args())
     cpu = torch.ops.rtmo.dcc_decode(*inputs.args(), *RTMO_BINS, 1.25, 300.0, "expectation")
-    for got, want in zip(auto, cpu):
+    for got, want in zip(auto, cpu, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -189,7 +189,11 @@ def _valid() -> DccInputs:
     [
         (lambda i: setattr(i, "query_x", i.query_x[0]), ValueError, "query_x must have 3 dim"),
         (lambda i: setattr(i, "boxes", i.boxes[:, :3]), ValueError, "boxes must have last dim"),
-        (lambda i: setattr(i, "priors", torch.zeros(3, 2)), ValueError, "priors has 3 rows but N=2"),
+        (
+            lambda i: setattr(i, "priors", torch.zeros(3, 2)),
+            ValueError,
+            "priors has 3 rows but N=2",
+        ),
         (lambda i: setattr(i, "query_y", i.query_y[:, :2]), ValueError, "query_y must have the sh"),
         (lambda i: setattr(i, "query_x", i.query_x.int()), TypeError, "query_x must have dtype"),
         (lambda i: setattr(i, "boxes", i.boxes.double()), TypeError, "boxes must have dtype in"),
@@ -215,7 +219,7 @@ def test_bad_num_bins(num_bins):
 
 
 def test_unknown_mode():
-    with pytest.raises(ValueError, match="mode must be one of .* got 'softargmax'"):
+    with pytest.raises(ValueError, match=r"mode must be one of .* got 'softargmax'"):
         rtmo_kernels.dcc_decode(*_valid().args(), mode="softargmax")
 
 

@@ -60,7 +60,8 @@ def test_triton_kernel_compiles_ahead_of_time(capability, k, d, query_dtype, arg
         f"triton_dcc_decode_sm{capability}_k{k}_d{d}_{query_dtype}{'_argmax' if argmax else ''}",
         {"config": asdict(cfg), "shared_bytes": compiled.shared_bytes, "ptxas": asdict(res)},
     )
-    assert res.spill_stores == 0 and res.spill_loads == 0, res
+    assert res.spill_stores == 0, res
+    assert res.spill_loads == 0, res
     assert res.registers <= 255
 
 
@@ -73,7 +74,8 @@ def test_cuda_kernel_compiles_without_spills():
     assert len(kernels) == 3 * len(CAPABILITIES), resources
     assert {r.sm for r in kernels} == set(CAPABILITIES)
     for r in kernels:
-        assert r.spill_stores == 0 and r.spill_loads == 0, r
+        assert r.spill_stores == 0, r
+        assert r.spill_loads == 0, r
         # __launch_bounds__(128): anything up to 255 registers still runs; above 128 it would
         # halve the blocks per SM, which this kernel (one block per instance and axis) avoids.
         assert r.registers <= 128, r

@@ -72,7 +72,7 @@ def test_polynomial_exp(driver):
 
 
 @triton.jit
-def _cos_sin_probe(angle_ptr, cos_ptr, sin_ptr, n, BLOCK: tl.constexpr):
+def _cos_sin_probe(angle_ptr, cos_ptr, sin_ptr, n, BLOCK: tl.constexpr):  # noqa: N803
     offs = tl.arange(0, BLOCK)
     mask = offs < n
     c, s = _cos_sin(tl.load(angle_ptr + offs, mask=mask, other=0.0))

@@ -26,7 +26,7 @@ _SOFTMAX_EPS = 1e-8
 def bin_positions(
     lo: torch.Tensor, hi: torch.Tensor, num_bins: int, padding: float
 ) -> torch.Tensor:
-    """Absolute bin positions (Tensor[N, B]) of the padded extent [lo, hi] (Tensor[N]) of one axis."""
+    """Absolute bin positions (Tensor[N, B]) of one axis's padded extent [lo, hi] (Tensor[N])."""
     index = torch.arange(num_bins, dtype=lo.dtype, device=lo.device)
     unit = -0.5 + index / (num_bins - 1)
     center = (lo + hi) / 2

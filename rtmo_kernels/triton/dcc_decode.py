@@ -1,12 +1,13 @@
 """Triton kernel of rtmo::dcc_decode: one program per (instance, axis, block of keypoints).
 
-The program walks the bins in tiles of BLOCK_B. The tile's encodings (2 x BLOCK_F x BLOCK_B) are built
-in registers by angle addition: a per-program table of the rotations by t bins (t < BLOCK_B) and an
-exact anchor per tile (BLOCK_F sin/cos) replace a sin/cos per bin and frequency.
-tl.dot of the queries (cos and sin halves, BLOCK_K x BLOCK_F each, fp32, "ieee" precision: tf32 would cost 1e-3 relative
-in the logits) with the tile gives the logits, folded into an online softmax. The angles reach
-hundreds of radians, where the approximate fp32 instructions that tl.sin/tl.cos lower to are wrong:
-`_cos_sin` reduces them in float64 and evaluates polynomials.
+The program walks the bins in tiles of BLOCK_B. The tile's encodings (cos and sin halves, BLOCK_F x
+BLOCK_B each) are built in registers by angle addition: a per-program table of the rotations by t
+bins (t < BLOCK_B) and an anchor per tile replace a sin/cos per bin and frequency. Two tl.dot of
+the queries' halves (BLOCK_K x BLOCK_F, fp32) with them give the logits, folded into an online
+softmax. The dots run as "tf32x3" (three tf32 products: float32 accuracy on tensor cores); plain
+tf32 would cost 1e-3 relative in the logits, and "ieee" ran out of registers (spills at 255). The
+angles reach hundreds of radians, where the approximate fp32 instructions that tl.sin/tl.cos lower
+to are wrong: `_cos_sin` reduces them in float64 and evaluates polynomials.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class TritonConfig:
 def triton_config(num_keypoints: int, dim: int) -> TritonConfig:
     """The configuration the launcher uses for K keypoints and query dimension D (F = D / 2)."""
     if dim > MAX_DIM:
-        raise ValueError(f"dcc_decode (triton): the query dimension D must be <= {MAX_DIM}, got {dim}")
+        raise ValueError(
+            f"dcc_decode (triton): the query dimension D must be <= {MAX_DIM}, got {dim}"
+        )
     block_k = min(max(_MIN_DOT, triton.next_power_of_2(num_keypoints)), 32)
     block_f = max(_MIN_DOT, triton.next_power_of_2(dim // 2))
     # 32 bins per tile and 4 warps: per thread 16 registers each for the cos/sin tables, the two
@@ -114,13 +117,13 @@ def dcc_decode_kernel(
     padding_lo,
     log_temperature_hi,
     log_temperature_lo,
-    AXIS: tl.constexpr,
-    ARGMAX: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_F: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    LOG2_BLOCK_B: tl.constexpr,
-    REANCHOR_BINS: tl.constexpr,
+    AXIS: tl.constexpr,  # noqa: N803 (Triton constexprs are upper case)
+    ARGMAX: tl.constexpr,  # noqa: N803
+    BLOCK_K: tl.constexpr,  # noqa: N803
+    BLOCK_F: tl.constexpr,  # noqa: N803
+    BLOCK_B: tl.constexpr,  # noqa: N803
+    LOG2_BLOCK_B: tl.constexpr,  # noqa: N803
+    REANCHOR_BINS: tl.constexpr,  # noqa: N803
 ):
     n = tl.program_id(0).to(tl.int64)
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -142,7 +145,9 @@ def dcc_decode_kernel(
     hi = tl.load(boxes_ptr + n * stride_bn + (AXIS + 2) * stride_bc).to(tl.float64)
     prior = tl.load(priors_ptr + n * stride_pn + AXIS * stride_pc).to(tl.float64)
     padding = tl.cast(padding_hi, tl.float64) + tl.cast(padding_lo, tl.float64)
-    log_temperature = tl.cast(log_temperature_hi, tl.float64) + tl.cast(log_temperature_lo, tl.float64)
+    log_temperature = tl.cast(log_temperature_hi, tl.float64) + tl.cast(
+        log_temperature_lo, tl.float64
+    )
     center = 0.5 * (lo + hi)
     size = padding * (hi - lo)
     rel0 = center - 0.5 * size - prior
@@ -199,10 +204,9 @@ def dcc_decode_kernel(
         anchor_sin = anchor_sin * tile_cos + anchor_cos * tile_sin
         anchor_cos = rotated_cos
 
+    index = run_index.to(tl.float64) / run_sum.to(tl.float64)
     if ARGMAX:
         index = run_arg.to(tl.float64)
-    else:
-        index = run_index.to(tl.float64) / run_sum.to(tl.float64)
     coordinate = (-0.5 + index / (num_bins - 1)) * size + center
     out = n * num_keypoints * 2 + offs_k * 2 + AXIS
     tl.store(keypoints_ptr + out, coordinate.to(tl.float32), mask=mask_k)
