@@ -66,13 +66,13 @@ RTMO_HD void rotate(T& c, T& s, T rc, T rs) {
   c = c_next;
 }
 
-// The encoding walk shared by the kernels. The bins are cut into tiles of `tile` bins. Per frequency
-// w_j the walk holds, in double, the (cos, sin) of the angle of the current tile's first bin (the
-// anchor) and the rotation by one tile; a float table holds the rotation by t bins, t < tile. The
-// encoding of bin first + t is then one angle addition of anchor and table entry (one rounding, no
-// accumulation inside a tile); the anchor advances a tile by a double rotation and is recomputed
-// exactly every kReanchorBins bins. tests/test_dcc_recurrence.py bounds the result against exact
-// sin/cos.
+// The encoding walk shared by the kernels. The bins are cut into tiles of `tile` bins. Per
+// frequency w_j the walk holds, in double, the (cos, sin) of the angle of the current tile's first
+// bin (the anchor) and the rotation by one tile; a float table holds the rotation by t bins,
+// t < tile. The encoding of bin first + t is then one angle addition of anchor and table entry
+// (one rounding, no accumulation inside a tile); the anchor advances a tile by a double rotation
+// and is recomputed exactly every kReanchorBins bins. tests/test_dcc_recurrence.py bounds the
+// result against exact sin/cos.
 
 // Angle of bin `bin` at frequency w: (r_0 + bin * step) * w, in double.
 RTMO_HD double bin_angle(const AxisGeometry& g, int bin, double w) {
@@ -231,7 +231,8 @@ struct AxisResult {
 
 // The coordinate (expectation over the bins, or the bin of the first maximum) and the peak
 // probability e^0 / sum.
-RTMO_HD AxisResult softmax_finish(const SoftmaxState<float>& st, const AxisGeometry& g, bool argmax) {
+RTMO_HD AxisResult softmax_finish(const SoftmaxState<float>& st, const AxisGeometry& g,
+                                  bool argmax) {
   AxisResult out;
   const double index = argmax ? static_cast<double>(st.argmax)
                               : static_cast<double>(st.weighted_index) / st.sum;

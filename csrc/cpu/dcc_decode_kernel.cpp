@@ -1,6 +1,6 @@
 // Fused Dynamic Coordinate Classifier decode on the CPU: rtmo::dcc_decode for CPU tensors.
 //
-// Work item = one instance along one axis (2N items, threads over items via at::parallel_for).
+// Work item = one instance along one axis (2N items; at::parallel_for threads take them in turn).
 // Per item the bins are walked in tiles of kTileBins: the tile's encodings phi (D x kTileBins,
 // transposed so a row is one vector) are built by angle addition, then the logits of all K
 // keypoints against the tile are a small GEMM (kKeypointBlock keypoints x kTileBins bins held in
@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -29,7 +30,8 @@
 // The item loop is compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at load time:
 // setup.py builds without -march, which would otherwise leave the FMAs as SSE2 multiply + add.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RTMO_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define RTMO_ISA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define RTMO_ISA_CLONES
 #endif
@@ -258,21 +260,28 @@ std::tuple<at::Tensor, at::Tensor> dcc_decode_cpu(const at::Tensor& query_x,
   const double* box = boxes64.const_data_ptr<double>();
   const double* prior = priors64.const_data_ptr<double>();
   std::vector<double> freqs(dim / 2);
-  for (int j = 0; j < dim / 2; ++j) freqs[j] = rtmo::dcc::frequency(j, dim / 2, std::log(temperature));
+  for (int j = 0; j < dim / 2; ++j) {
+    freqs[j] = rtmo::dcc::frequency(j, dim / 2, std::log(temperature));
+  }
   const int64_t bins[2] = {num_bins_x, num_bins_y};
   const at::Tensor* queries[2] = {&query_x, &query_y};
   float* kp = keypoints.data_ptr<float>();
   float* conf = confidence.data_ptr<float>();
 
-  // Items n * 2 + axis: contiguous chunks then hold as many x as y items (192 vs 256 bins).
-  at::parallel_for(0, 2 * n_inst, 1, [&](int64_t begin, int64_t end) {
+  // Items n * 2 + axis, handed out one at a time from a shared counter rather than in fixed
+  // chunks: on a shared 2-core machine a thread that loses its core for a scheduler slice (~4 ms)
+  // otherwise holds up half the items while the other thread idles at the barrier.
+  const int64_t num_items = 2 * n_inst;
+  std::atomic<int64_t> next_item{0};
+  const int64_t num_workers = std::min<int64_t>(num_items, at::get_num_threads());
+  at::parallel_for(0, num_workers, 1, [&](int64_t, int64_t) {
     Scratch scratch(num_keypoints, dim);
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t item; (item = next_item.fetch_add(1)) < num_items;) {
       const int64_t n = item / 2;
       const int axis = static_cast<int>(item % 2);
       const at::Tensor& query = *queries[axis];
-      RTMO_DISPATCH_DCC_TYPES(query.scalar_type(),
-                                      "dcc_decode_cpu", [&] { load_queries<scalar_t>(query, n, scratch); });
+      RTMO_DISPATCH_DCC_TYPES(query.scalar_type(), "dcc_decode_cpu",
+                              [&] { load_queries<scalar_t>(query, n, scratch); });
       AxisTask task;
       task.geometry = rtmo::dcc::axis_geometry(box[4 * n + axis], box[4 * n + axis + 2],
                                                prior[2 * n + axis], static_cast<int>(bins[axis]),

@@ -212,8 +212,8 @@ std::tuple<at::Tensor, at::Tensor> dcc_decode_cuda(const at::Tensor& query_x,
   AT_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                        query_x.get_device()));
   TORCH_CHECK(smem <= static_cast<size_t>(max_smem), "dcc_decode (CUDA kernel): K=",
-              num_keypoints, ", D=", dim, " need ", smem, " bytes of shared memory, the device has ",
-              max_smem);
+              num_keypoints, ", D=", dim, " need ", smem,
+              " bytes of shared memory, the device has ", max_smem);
   // Both queries in one dtype; boxes and priors as float32 (no copy when they already are).
   const at::Tensor qy = query_y.to(query_x.scalar_type());
   const at::Tensor boxes32 = boxes.to(at::kFloat).contiguous();
@@ -239,16 +239,14 @@ std::tuple<at::Tensor, at::Tensor> dcc_decode_cuda(const at::Tensor& query_x,
 
   const dim3 grid(static_cast<unsigned>(n), 2);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  RTMO_DISPATCH_DCC_TYPES(query_x.scalar_type(),
-                                  "dcc_decode_cuda", [&] {
-                                    auto kernel = dcc_decode_kernel<scalar_t>;
-                                    if (smem > 48 * 1024) {
-                                      AT_CUDA_CHECK(cudaFuncSetAttribute(
-                                          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-                                    }
-                                    kernel<<<grid, kThreads, smem, stream>>>(p);
-                                  });
+  RTMO_DISPATCH_DCC_TYPES(query_x.scalar_type(), "dcc_decode_cuda", [&] {
+    auto kernel = dcc_decode_kernel<scalar_t>;
+    if (smem > 48 * 1024) {  // beyond the default limit the kernel must opt in
+      AT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+    }
+    kernel<<<grid, kThreads, smem, stream>>>(p);
+  });
   AT_CUDA_CHECK(cudaGetLastError());
   return {keypoints, confidence};
 }

@@ -32,9 +32,12 @@ static int walk(int argc, char** argv) {
         float c, s;
         dcc::encode_from_anchor(anchor_cos, anchor_sin, step_cos[t], step_sin[t], c, s);
         const double angle = dcc::bin_angle(g, first + t, w);
-        const double err = std::fmax(std::fabs(c - std::cos(angle)), std::fabs(s - std::sin(angle)));
+        const double err =
+            std::fmax(std::fabs(c - std::cos(angle)), std::fabs(s - std::sin(angle)));
         max_error = std::fmax(max_error, err);
-        if (first < dcc::kReanchorBins) max_error_first_reanchor = std::fmax(max_error_first_reanchor, err);
+        if (first < dcc::kReanchorBins) {
+          max_error_first_reanchor = std::fmax(max_error_first_reanchor, err);
+        }
         max_angle = std::fmax(max_angle, std::fabs(angle));
       }
     }
@@ -52,7 +55,8 @@ static int exp_accuracy() {
     const double rel = std::fabs(dcc::exp_nonpositive(x) - want) / want;
     if (rel > max_rel) max_rel = rel, worst = x;
   }
-  const bool masked_zero = dcc::exp_nonpositive(-INFINITY) == 0.0f && dcc::exp_nonpositive(-90.0f) == 0.0f;
+  const bool masked_zero =
+      dcc::exp_nonpositive(-INFINITY) == 0.0f && dcc::exp_nonpositive(-90.0f) == 0.0f;
   std::printf("{\"max_relative_error\": %.9g, \"at\": %.9g, \"exp0\": %.9g, \"masked_zero\": %s}\n",
               max_rel, worst, dcc::exp_nonpositive(0.0f), masked_zero ? "true" : "false");
   return 0;
