@@ -6,5 +6,6 @@ of them can run here.
 """
 
 from rtmo_kernels._backend import BackendStatus, BackendUnavailableError, backends
+from rtmo_kernels.ops.dcc_decode import dcc_decode
 
-__all__ = ["BackendStatus", "BackendUnavailableError", "backends"]
+__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "dcc_decode"]
