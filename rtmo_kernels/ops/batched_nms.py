@@ -71,5 +71,5 @@ if extension() is not None:
     @torch.library.register_fake("rtmo::batched_nms")
     def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
         # The number of kept boxes depends on the data.
-        kept = torch.library.get_ctx().new_dynamic_size(min=0, max=boxes.shape[0])
+        kept = torch.library.get_ctx().new_dynamic_size()
         return boxes.new_empty((kept,), dtype=torch.int64)

@@ -14,6 +14,13 @@ from rtmo_kernels.reference.nms_padded import nms_padded as nms_padded_reference
 OP = "nms_padded"
 
 
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device: torch.device) -> str:
+    # The choice depends only on the argument, the environment and the device: a constant for
+    # torch.compile, which then traces straight into the chosen kernel (fullgraph=True works).
+    return resolve_backend(backend, device, OP)
+
+
 def _check_arguments(
     boxes: torch.Tensor, scores: torch.Tensor, score_threshold: object, max_det: object
 ) -> torch.device:
@@ -66,7 +73,7 @@ def nms_padded(
     """
     device = _check_arguments(boxes, scores, score_threshold, max_det)
     iou_threshold = check_iou_threshold(OP, iou_threshold)
-    name = resolve_backend(backend, device, OP)
+    name = _resolve(backend, device)
     if name == "reference":
         return nms_padded_reference(boxes, scores, iou_threshold, float(score_threshold), max_det)
     if name == "triton":
