@@ -33,18 +33,21 @@ def score_order(scores: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_keep(suppresses: torch.Tensor, limit: int | None = None) -> list[int]:
-    """Positions kept by the greedy scan over rank-sorted rows; suppresses (Tensor[n, n] bool)."""
-    rows = suppresses.tolist()
-    removed = [False] * len(rows)
+    """Positions kept by the greedy scan over rank-sorted rows; suppresses (Tensor[n, n] bool).
+
+    The best remaining candidate is kept and removes every candidate it suppresses, until none
+    remain or `limit` are kept.
+    """
+    remaining = torch.ones(suppresses.shape[0], dtype=torch.bool)
     kept: list[int] = []
-    for i, row in enumerate(rows):
-        if removed[i]:
-            continue
-        kept.append(i)
-        if limit is not None and len(kept) == limit:
+    while limit is None or len(kept) < limit:
+        candidates = torch.nonzero(remaining)
+        if len(candidates) == 0:
             break
-        for j in range(i + 1, len(rows)):
-            removed[j] = removed[j] or row[j]
+        best = int(candidates[0])
+        kept.append(best)
+        remaining &= ~suppresses[best]
+        remaining[best] = False
     return kept
 
 

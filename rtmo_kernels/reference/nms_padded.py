@@ -29,7 +29,7 @@ def nms_padded(
         image_scores = torch.where(image_scores > threshold, image_scores, torch.nan)
         order = score_order(image_scores)
         suppresses = pairwise_iou_exceeds(boxes[image].float().cpu()[order], iou_threshold)
-        kept = order[greedy_keep(suppresses, limit=max_det)] if max_det > 0 else order[:0]
+        kept = order[greedy_keep(suppresses, limit=max_det)]
         keep[image, : len(kept)] = kept.to(boxes.device)
         num_kept[image] = len(kept)
     return keep, num_kept
