@@ -52,7 +52,9 @@ RTMO_HD bool iou_exceeds(float ax1, float ay1, float ax2, float ay2, float area_
   const float h = max_f(min_f(ay2, by2) - max_f(ay1, by1), 0.f);
   const float inter = mul_rn(w, h);
   const float uni = add_rn(area_a, area_b) - inter;
-  return uni > 0.f && inter / uni > iou_threshold;
+  // `&`, not `&&`: no branch, so the CPU kernel's fixed-width block of tests vectorises (the
+  // division by a zero or NaN union is evaluated and discarded).
+  return (uni > 0.f) & (inter / uni > iou_threshold);
 }
 
 // Sort key of a candidate: ascending key order is descending score, then ascending index (a stable

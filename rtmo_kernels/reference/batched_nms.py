@@ -61,7 +61,11 @@ def batched_nms(
     """
     order = score_order(scores.float())
     ranked_boxes = boxes.float()[order].cpu()
-    same_idx = idxs[order].cpu()[:, None] == idxs[order].cpu()[None, :]
-    suppresses = pairwise_iou_exceeds(ranked_boxes, iou_threshold) & same_idx
-    kept = greedy_keep(suppresses)
-    return order[torch.tensor(kept, dtype=torch.int64, device=order.device)]
+    ranked_idxs = idxs[order].cpu()
+    kept = torch.zeros(len(order), dtype=torch.bool)
+    for idx in torch.unique(ranked_idxs):
+        # Positions (in rank order) of this idx's boxes; other idxs never interact with them.
+        members = torch.nonzero(ranked_idxs == idx).flatten()
+        suppresses = pairwise_iou_exceeds(ranked_boxes[members], iou_threshold)
+        kept[members[greedy_keep(suppresses)]] = True
+    return order[kept.to(order.device)]
