@@ -172,3 +172,10 @@ def test_fullgraph_compile():
     keep, num, kept_scores = post_process(boxes, scores)
     assert_same((keep, num), nms_padded_reference(boxes, scores, 0.65, 0.1, 10))
     assert (kept_scores[keep >= 0] > 0.1).all()
+
+
+def test_batch_large_enough_for_the_parallel_path():
+    # 9 x 240 boxes is above the CPU kernel's threshold for running images in parallel.
+    boxes, scores = batch_of_images(240, 9, seed=13)
+    expected = nms_padded_reference(boxes, scores, 0.65, 0.3, 40)
+    assert_same(rtmo_kernels.nms_padded(boxes, scores, 0.65, 0.3, 40, backend="cpu"), expected)
