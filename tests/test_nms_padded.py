@@ -175,7 +175,7 @@ def test_fullgraph_compile():
 
 
 def test_batch_large_enough_for_the_parallel_path():
-    # 9 x 240 boxes is above the CPU kernel's threshold for running images in parallel.
-    boxes, scores = batch_of_images(240, 9, seed=13)
+    # 17 x 2000 boxes is above the CPU kernel's threshold for running images in parallel.
+    boxes, scores = batch_of_images(2000, 17, seed=13)
     expected = nms_padded_reference(boxes, scores, 0.65, 0.3, 40)
     assert_same(rtmo_kernels.nms_padded(boxes, scores, 0.65, 0.3, 40, backend="cpu"), expected)

@@ -27,10 +27,11 @@ using rtmo::nms::score_index_key;
 
 // 8 lanes: two SSE vectors per block. Measured at 2000 clustered candidates, 8 beat 4 and 16.
 constexpr size_t kLanes = 8;
-// Images run in parallel (OpenMP, torch's thread count) only from this many boxes in the batch:
-// 8 x 100 boxes take ~25 us serially, about what waking the second thread costs. Measured on 2
-// cores at 8 x 500 / 8 x 2000: best-of-60 59 / 1018 us with 2 threads vs 107 / 1788 us with 1.
-constexpr int64_t kParallelMinBoxes = 2048;
+// Images run in parallel (OpenMP, torch's thread count) only for large batches. On 2 cores, 8 x 500
+// and 8 x 2000 clustered boxes took best-of-60 59 / 1018 us with 2 threads vs 107 / 1788 us with
+// one, but medians of 20 / 39 ms vs 0.2 / 2 ms while other processes kept the cores busy: the join
+// waits for a descheduled thread. Fork-join only pays once a batch costs several milliseconds.
+constexpr int64_t kParallelMinBoxes = 32768;
 
 class KeptBoxes {
  public:
