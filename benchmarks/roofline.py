@@ -37,13 +37,11 @@ def dcc_unfolded_flop(n: int, k: int, d: int, bins: tuple[int, int]) -> float:
     return 2.0 * n * sum(bins) * d * d + dcc_logit_flop(n, k, d, bins)
 
 
-def machine_rates(quick: bool = False) -> dict[str, Any]:
-    """The machine's sgemm GFLOP/s and memcpy GB/s from `benchmarks.machine`."""
-    try:
-        from benchmarks import machine
-    except ImportError as err:
-        return {"error": f"benchmarks/machine.py unavailable: {err}"}
-    return machine.measure(quick=quick)
+def machine_rates() -> dict[str, Any]:
+    """The machine's sgemm GFLOP/s and memcpy GB/s (`benchmarks.machine`, once per process)."""
+    from benchmarks.machine import machine_info
+
+    return machine_info()
 
 
 def _dcc_inputs(variant: str, people: int, device: str, seed: int = 0):
@@ -61,9 +59,8 @@ def _dcc_inputs(variant: str, people: int, device: str, seed: int = 0):
 
 
 def _dcc_point(variant: str, people: int, device: str, rep_ms: float, sgemm: float | None) -> dict:
-    from rtmo_kernels.reference.dcc import dcc_decode_unfolded
-
     import rtmo_kernels
+    from rtmo_kernels.reference.dcc import dcc_decode_unfolded
 
     dcc, feats, qx, qy, boxes, priors = _dcc_inputs(variant, people, device)
     k, d = qx.shape[1], qx.shape[2]
@@ -172,7 +169,7 @@ def run(
     variant: str = "rtmo-s", device: str = "cpu", quick: bool = False, machine=None
 ) -> dict[str, Any]:
     """Machine rates and every kernel's achieved rate; returns a JSON-ready dict."""
-    machine = machine if machine is not None else machine_rates(quick)
+    machine = machine if machine is not None else machine_rates()
     rep_ms = 50.0 if quick else 300.0
     sgemm = machine.get("sgemm_gflops")
     memcpy = machine.get("memcpy_gbps")

@@ -163,6 +163,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="end-to-end rounds (default 7)")
     parser.add_argument("--people", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=400)
+    parser.add_argument(
+        "--no-freezing", action="store_true", help="compile row without inductor freezing"
+    )
     parser.add_argument("--max-det", type=int, default=100, help="detection slots per image")
     parser.add_argument("--input-size", type=int, default=None, help="square input override")
     parser.add_argument(
@@ -197,7 +200,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         "machine": machine,
         "notes": [],
     }
-    machine["rates"] = _timed("machine rates", roofline.machine_rates, args.quick)
+    machine["rates"] = _timed("machine rates", roofline.machine_rates)
     if not args.skip_suites:
         result["kernel_suites"] = _timed("kernel suites", run_kernel_suites, args.quick)
     if not args.skip_readiness:
@@ -218,6 +221,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                 case = end_to_end.CaseSettings(
                     variant, batch, args.people, args.candidates, size, rounds,
                     tuple(args.rows.split(",")), args.device, max_det=args.max_det,
+                    freezing=not args.no_freezing,
                 )  # fmt: skip
                 cases.append(
                     _timed(f"end to end {variant} batch {batch}", end_to_end.run_case, case)
