@@ -60,6 +60,7 @@ def test_triton_mask_kernel_compiles(capability, has_groups):
         constexprs,
         capability,
         nms_kernels.MASK_NUM_WARPS,
+        nms_kernels.LAUNCH_OPTIONS,
     )
     # The IoU division must be the IEEE one, as on the CPU.
     assert "div.rn.f32" in compiled.ptx
@@ -78,6 +79,7 @@ def test_triton_scan_kernel_compiles(capability, words_block):
         constexprs,
         capability,
         nms_kernels.SCAN_NUM_WARPS,
+        nms_kernels.LAUNCH_OPTIONS,
     )
     _check(compiled, capability, f"triton_nms_scan_sm{capability}_w{words_block}", constexprs)
 
