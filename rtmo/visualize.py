@@ -1,0 +1,106 @@
+"""Drawing of `Poses` on an image: coloured limbs, keypoints, boxes with their scores.
+
+Line width, keypoint radius and font scale follow the image size so that a 160-pixel thumbnail and
+a 4K frame are both readable.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from rtmo.preprocess import to_bgr_uint8
+
+if TYPE_CHECKING:
+    from rtmo.results import Poses
+
+BOX_COLOR = (0, 200, 0)  # BGR green
+TEXT_COLOR = (255, 255, 255)
+KEYPOINT_COLOR = (0, 220, 255)  # BGR amber, for keypoints that belong to no limb
+OUTLINE_COLOR = (0, 0, 0)
+# Coordinates are clipped to this many pixels so that a wild keypoint cannot overflow cv2's int32.
+MAX_COORD = 1 << 20
+# One unit of line width per 500 pixels of the longer side: 1 px at 640, 8 px at 3840.
+PIXELS_PER_LINE_WIDTH = 500
+
+
+def drawing_scale(image_size: tuple[int, int]) -> tuple[int, int, float]:
+    """(line width, keypoint radius, font scale) for an image of (width, height)."""
+    longest = max(image_size)
+    line = max(1, round(longest / PIXELS_PER_LINE_WIDTH))
+    radius = max(2, round(1.5 * line) + 1)
+    font_scale = max(0.3, longest / 1600)
+    return line, radius, font_scale
+
+
+def _keypoint_colors(poses: Poses) -> list[tuple[int, int, int]]:
+    """Each keypoint takes the colour of the first limb it ends."""
+    colors = [KEYPOINT_COLOR] * poses.num_keypoints
+    for (a, b), color in zip(poses.skeleton, poses.limb_colors, strict=False):
+        for k in (b, a):
+            if colors[k] == KEYPOINT_COLOR:
+                colors[k] = tuple(int(c) for c in color)
+    return colors
+
+
+def _label(canvas: np.ndarray, text: str, corner: tuple[int, int], font_scale: float) -> None:
+    """Text on a filled box just above `corner` (inside the image when the box is at the top)."""
+    thickness = max(1, round(font_scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    x, y = corner
+    y = max(y, th + base)
+    cv2.rectangle(canvas, (x, y - th - base), (x + tw, y), BOX_COLOR, -1)
+    cv2.putText(
+        canvas,
+        text,
+        (x, y - base),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        font_scale,
+        TEXT_COLOR,
+        thickness,
+        cv2.LINE_AA,
+    )
+
+
+def draw_poses(
+    image: np.ndarray,
+    poses: Poses,
+    kpt_thr: float = 0.3,
+    draw_boxes: bool = True,
+    draw_scores: bool = True,
+) -> np.ndarray:
+    """A BGR uint8 copy of `image` (H, W[, C], uint8 or uint16) with `poses` drawn on it.
+
+    Limbs are drawn only when both ends score at least `kpt_thr`; keypoints likewise.
+    """
+    canvas = to_bgr_uint8(np.asarray(image)).copy()
+    height, width = canvas.shape[:2]
+    if (width, height) != poses.image_size:
+        raise ValueError(
+            f"poses are for a {poses.image_size[0]}x{poses.image_size[1]} image, "
+            f"got an image of {width}x{height}"
+        )
+    line, radius, font_scale = drawing_scale((width, height))
+    kpt_colors = _keypoint_colors(poses)
+    for i in range(len(poses)):
+        if draw_boxes and np.isfinite(poses.boxes[i]).all():
+            x1, y1, x2, y2 = np.clip(poses.boxes[i], -MAX_COORD, MAX_COORD).round().astype(int)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), BOX_COLOR, line, cv2.LINE_AA)
+            if draw_scores:
+                corner = (min(max(int(x1), 0), width - 1), min(max(int(y1), 0), height - 1))
+                _label(canvas, f"{poses.scores[i]:.2f}", corner, font_scale)
+        finite = np.isfinite(poses.keypoints[i]).all(axis=1)
+        points = np.clip(np.nan_to_num(poses.keypoints[i]), -MAX_COORD, MAX_COORD)
+        points = points.round().astype(np.int64)
+        visible = finite & (poses.keypoint_scores[i] >= kpt_thr)
+        for (a, b), color in zip(poses.skeleton, poses.limb_colors, strict=False):
+            if visible[a] and visible[b]:
+                pa, pb = tuple(points[a].tolist()), tuple(points[b].tolist())
+                cv2.line(canvas, pa, pb, tuple(int(c) for c in color), line + 1, cv2.LINE_AA)
+        for k in np.flatnonzero(visible):
+            center = tuple(points[k].tolist())
+            cv2.circle(canvas, center, radius, OUTLINE_COLOR, -1, cv2.LINE_AA)
+            cv2.circle(canvas, center, max(1, radius - 1), kpt_colors[k], -1, cv2.LINE_AA)
+    return canvas
