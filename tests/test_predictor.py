@@ -37,9 +37,7 @@ class ContentModel(torch.nn.Module):
         self.calls = []
 
     def predict(self, images, score_thr=0.1, nms_thr=0.65, max_det=100, backend="auto"):
-        self.calls.append(
-            {"shape": tuple(images.shape), "dtype": images.dtype, "max_det": max_det}
-        )
+        self.calls.append({"shape": tuple(images.shape), "dtype": images.dtype, "max_det": max_det})
         out = []
         for image in images:
             ys, xs = torch.nonzero((image != PAD_VALUE).any(0), as_tuple=True)
@@ -155,11 +153,11 @@ def test_options_reach_the_model():
 
 
 def test_bad_inputs_are_named(predictor, tmp_path):
-    with pytest.raises(SourceError, match="missing.jpg: no such file"):
+    with pytest.raises(SourceError, match=r"missing\.jpg: no such file"):
         predictor(str(tmp_path / "missing.jpg"))
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8 definitely not a jpeg")
-    with pytest.raises(ImageReadError, match="corrupt.jpg: cannot decode image"):
+    with pytest.raises(ImageReadError, match=r"corrupt\.jpg: cannot decode image"):
         predictor(corrupt)
     with pytest.raises(TypeError, match=r"images\[0\]: expected a path, a numpy image or a tensor"):
         predictor(42)
@@ -177,7 +175,7 @@ def test_half_precision_needs_a_gpu():
 
 
 def test_missing_checkpoint_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.pth: no such checkpoint file"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.pth: no such checkpoint file"):
         RTMO.from_checkpoint(tmp_path / "nothing.pth")
 
 
