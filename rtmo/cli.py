@@ -84,24 +84,23 @@ def _positive_int(text: str) -> int:
 
 def _checkpoint_help(variant: str | None) -> str:
     """Where the official checkpoints are, for the message of a predict without --checkpoint."""
-    from rtmo.config import from_name
+    from rtmo.config import VARIANTS, from_name
 
-    lines = []
-    for name in OFFICIAL_VARIANTS:
-        if variant and name != variant:
-            continue
-        with contextlib.suppress(Exception):
-            lines.append(f"  {name}: {from_name(name).checkpoint_url}")
-    listing = "\n".join(lines) or f"  (no official checkpoint is known for {variant!r})"
+    if variant is not None:
+        try:
+            configs = [from_name(variant)]
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+    else:
+        configs = list(VARIANTS.values())
+    listing = "\n".join(f"  {cfg.name:<22} {cfg.checkpoint_url}" for cfg in configs)
     return (
-        "no --checkpoint given. Download an official RTMO checkpoint from OpenMMLab, e.g.\n"
+        "no --checkpoint given. The official RTMO checkpoints are published by OpenMMLab:\n"
         f"{listing}\n"
-        "and pass it with --checkpoint FILE.pth, or give --random-weights to run with random "
-        "weights (meaningless poses, for benchmarking)."
+        "Download one (or call rtmo.config.download_checkpoint(NAME) in Python) and pass it with "
+        "--checkpoint FILE.pth, or give --random-weights to run with random weights (meaningless "
+        "poses, for benchmarking)."
     )
-
-
-OFFICIAL_VARIANTS = ("rtmo-t", "rtmo-s", "rtmo-m", "rtmo-l")
 
 
 @dataclass
@@ -202,7 +201,7 @@ def _predict_images(predictor: Any, paths: Sequence[Path], args: argparse.Namesp
 def _predict_video(predictor: Any, source: Any, args: argparse.Namespace, run: _Run) -> None:
     from tqdm import tqdm
 
-    from rtmo.video import VideoReader, batched, video_writer
+    from rtmo.video import VideoReader, batched, prefetch, video_writer
 
     reader = VideoReader(source.camera if source.kind == "webcam" else source.path)
     out_path = args.out / f"{source.name}.mp4"
@@ -210,23 +209,24 @@ def _predict_video(predictor: Any, source: Any, args: argparse.Namespace, run: _
         contextlib.nullcontext() if args.no_save else video_writer(out_path, reader.fps)
     )
     progress = tqdm(total=reader.frame_count, unit="frame", file=sys.stderr)
-    with writer_context as writer:
-        try:
-            for batch in batched(reader, args.batch_size):
-                for (index, frame), poses in zip(
-                    batch, predictor([frame for _, frame in batch]), strict=True
-                ):
-                    run.record({"frame": index}, poses)
-                    if writer is not None:
-                        writer.write(poses.plot(frame, kpt_thr=args.kpt_thr))
-                progress.update(len(batch))
-        except KeyboardInterrupt:
-            if source.kind != "webcam":
-                raise
-            # Ctrl+C is how a webcam stream ends: keep what was recorded.
-        finally:
-            progress.close()
-            reader.close()
+    frames = contextlib.closing(prefetch(reader, depth=2 * args.batch_size))
+    try:
+        with writer_context as writer, frames as ordered_frames:
+            try:
+                for batch in batched(ordered_frames, args.batch_size):
+                    results = predictor([frame for _, frame in batch])
+                    for (index, frame), poses in zip(batch, results, strict=True):
+                        run.record({"frame": index}, poses)
+                        if writer is not None:
+                            writer.write(poses.plot(frame, kpt_thr=args.kpt_thr))
+                    progress.update(len(batch))
+            except KeyboardInterrupt:
+                if source.kind != "webcam":
+                    raise
+                # Ctrl+C is how a webcam stream ends: keep what was recorded.
+    finally:
+        progress.close()
+        reader.close()
     for index in reader.unreadable:
         run.fail({"frame": index}, f"{source.path}: frame {index} cannot be decoded")
 

@@ -45,7 +45,9 @@ class RTMO:
 
     Options: score_thr (person score threshold), nms_thr (box IoU above which the lower-scored
     person is dropped), max_det (people per image), dtype ("fp32", or "fp16"/"bf16" on a GPU),
-    backend (kernel backend: "auto", "cpu", "cuda", "triton" or "reference").
+    backend (kernel backend: "auto", "cpu", "cuda", "triton" or "reference"), fuse (fold
+    RepVGG branches and BatchNorms for inference; a model passed in is modified in place),
+    trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you trust).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class RTMO:
         nms_thr: float = 0.65,
         max_det: int = 100,
         trust_checkpoint: bool = False,
+        fuse: bool = True,
     ) -> None:
         self.device = torch.device(device or default_device())
         self.dtype = _resolve_dtype(dtype, self.device)
@@ -85,7 +88,11 @@ class RTMO:
                 stacklevel=2,
             )
             net = RTMOModel(from_name(model))
-        self.model = net.to(device=self.device, dtype=self.dtype).eval()
+        net = net.eval()
+        if fuse and hasattr(net, "reparameterize"):
+            # RepVGG branches and BatchNorms folded into convolutions: same outputs, fewer ops.
+            net.reparameterize()
+        self.model = net.to(device=self.device, dtype=self.dtype)
         self.config = self.model.config
 
     @classmethod
@@ -201,11 +208,12 @@ class RTMO:
 
 
 def layout_of(config: Any) -> dict[str, Any]:
-    """The keypoint names, skeleton and limb colours of a model config, for `Poses`."""
+    """The keypoint names, skeleton and (RGB) colours of a model config, for `Poses`."""
     return {
         "keypoint_names": tuple(config.keypoint_names),
         "skeleton": tuple(tuple(limb) for limb in config.skeleton),
         "limb_colors": tuple(tuple(color) for color in config.limb_colors),
+        "keypoint_colors": tuple(tuple(color) for color in config.keypoint_colors),
     }
 
 

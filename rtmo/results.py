@@ -23,8 +23,8 @@ class Poses:
     keypoints (float32[n, K, 2]): x, y in original-image pixels.
     keypoint_scores (float32[n, K]): visibility score of each keypoint, 0..1.
     image_size: (width, height) of the image the coordinates refer to.
-    keypoint_names, skeleton, limb_colors: the keypoint layout, used by `plot` (limbs are pairs of
-        keypoint indices; colours are BGR).
+    keypoint_names, skeleton, limb_colors, keypoint_colors: the keypoint layout, used by `plot`
+        (limbs are pairs of keypoint indices; colours are RGB, as in the model config).
     speed: milliseconds per image spent in each stage ("preprocess", "inference", "postprocess").
     """
 
@@ -36,6 +36,7 @@ class Poses:
     keypoint_names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
     limb_colors: tuple[tuple[int, int, int], ...] = ()
+    keypoint_colors: tuple[tuple[int, int, int], ...] = ()
     speed: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,9 +55,21 @@ class Poses:
                     f"{name} must have shape {shape} to match boxes {self.boxes.shape}, "
                     f"got {getattr(self, name).shape}"
                 )
+        self._check_layout(num_kpts)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    def _check_layout(self, num_kpts: int) -> None:
         if self.keypoint_names and len(self.keypoint_names) != num_kpts:
             raise ValueError(f"{len(self.keypoint_names)} keypoint names for {num_kpts} keypoints")
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.keypoint_colors and len(self.keypoint_colors) != num_kpts:
+            raise ValueError(
+                f"{len(self.keypoint_colors)} keypoint colours for {num_kpts} keypoints"
+            )
+        if self.limb_colors and len(self.limb_colors) != len(self.skeleton):
+            raise ValueError(f"{len(self.limb_colors)} limb colours for {len(self.skeleton)} limbs")
+        for limb in self.skeleton:
+            if len(limb) != 2 or not all(0 <= k < num_kpts for k in limb):
+                raise ValueError(f"limb {limb} must be two keypoint indices in [0, {num_kpts})")
 
     @classmethod
     def empty(cls, num_keypoints: int, image_size: tuple[int, int], **layout: Any) -> Poses:
@@ -90,6 +103,7 @@ class Poses:
             self.keypoint_names,
             self.skeleton,
             self.limb_colors,
+            self.keypoint_colors,
             dict(self.speed),
         )
 

@@ -4,6 +4,8 @@ complete or absent."""
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +34,55 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """The items of `items`, produced by a background thread at most `depth` ahead, so that
+    decoding the next frames (cv2 releases the GIL) overlaps inference on the current ones.
+
+    An exception in the producer is raised here. Closing this generator (use
+    `contextlib.closing`) stops and joins the thread.
+    """
+    slots: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple[bool, object]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((True, item)):
+                    return
+            put((True, end))
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            put((False, err))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="rtmo-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item  # type: ignore[misc]
+            if item is end:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
 
 
 class VideoReader:

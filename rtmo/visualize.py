@@ -16,9 +16,11 @@ from rtmo.preprocess import to_bgr_uint8
 if TYPE_CHECKING:
     from rtmo.results import Poses
 
-BOX_COLOR = (0, 200, 0)  # BGR green
+# Colours here are BGR, as OpenCV draws; the layout's colours in `Poses` are RGB.
+BOX_COLOR = (0, 200, 0)  # green
 TEXT_COLOR = (255, 255, 255)
-KEYPOINT_COLOR = (0, 220, 255)  # BGR amber, for keypoints that belong to no limb
+KEYPOINT_COLOR = (0, 220, 255)  # amber, for a layout without keypoint colours
+LIMB_COLOR = (255, 128, 0)  # blue, for a layout without limb colours
 OUTLINE_COLOR = (0, 0, 0)
 # Coordinates are clipped to this many pixels so that a wild keypoint cannot overflow cv2's int32.
 MAX_COORD = 1 << 20
@@ -35,14 +37,9 @@ def drawing_scale(image_size: tuple[int, int]) -> tuple[int, int, float]:
     return line, radius, font_scale
 
 
-def _keypoint_colors(poses: Poses) -> list[tuple[int, int, int]]:
-    """Each keypoint takes the colour of the first limb it ends."""
-    colors = [KEYPOINT_COLOR] * poses.num_keypoints
-    for (a, b), color in zip(poses.skeleton, poses.limb_colors, strict=False):
-        for k in (b, a):
-            if colors[k] == KEYPOINT_COLOR:
-                colors[k] = tuple(int(c) for c in color)
-    return colors
+def _bgr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    red, green, blue = (int(c) for c in rgb)
+    return blue, green, red
 
 
 def _label(canvas: np.ndarray, text: str, corner: tuple[int, int], font_scale: float) -> None:
@@ -83,7 +80,8 @@ def draw_poses(
             f"got an image of {width}x{height}"
         )
     line, radius, font_scale = drawing_scale((width, height))
-    kpt_colors = _keypoint_colors(poses)
+    limb_colors = [_bgr(c) for c in poses.limb_colors] or [LIMB_COLOR] * len(poses.skeleton)
+    kpt_colors = [_bgr(c) for c in poses.keypoint_colors] or [KEYPOINT_COLOR] * poses.num_keypoints
     for i in range(len(poses)):
         if draw_boxes and np.isfinite(poses.boxes[i]).all():
             x1, y1, x2, y2 = np.clip(poses.boxes[i], -MAX_COORD, MAX_COORD).round().astype(int)
@@ -95,10 +93,10 @@ def draw_poses(
         points = np.clip(np.nan_to_num(poses.keypoints[i]), -MAX_COORD, MAX_COORD)
         points = points.round().astype(np.int64)
         visible = finite & (poses.keypoint_scores[i] >= kpt_thr)
-        for (a, b), color in zip(poses.skeleton, poses.limb_colors, strict=False):
+        for (a, b), color in zip(poses.skeleton, limb_colors, strict=True):
             if visible[a] and visible[b]:
                 pa, pb = tuple(points[a].tolist()), tuple(points[b].tolist())
-                cv2.line(canvas, pa, pb, tuple(int(c) for c in color), line + 1, cv2.LINE_AA)
+                cv2.line(canvas, pa, pb, color, line + 1, cv2.LINE_AA)
         for k in np.flatnonzero(visible):
             center = tuple(points[k].tolist())
             cv2.circle(canvas, center, radius, OUTLINE_COLOR, -1, cv2.LINE_AA)

@@ -32,6 +32,7 @@ class ContentModel(torch.nn.Module):
             keypoint_names=("top_left", "bottom_right", "centre"),
             skeleton=((0, 2), (2, 1)),
             limb_colors=((0, 0, 255), (255, 0, 0)),
+            keypoint_colors=((0, 255, 0),) * K,
         )
         self.scale = torch.nn.Parameter(torch.ones(()))
         self.calls = []

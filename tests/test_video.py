@@ -105,3 +105,41 @@ def test_writer_with_no_frame_leaves_nothing(tmp_path):
 def test_batched_keeps_order_and_the_short_tail():
     assert list(batched(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(batched([], 3)) == []
+
+
+def test_prefetch_keeps_order_and_raises_producer_errors():
+    from rtmo.video import prefetch
+
+    assert list(prefetch(range(50), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        got.extend(prefetch(failing(), depth=2))
+    assert got == [1]
+
+
+def test_prefetch_stops_its_thread_when_closed():
+    import contextlib
+    import threading
+
+    from rtmo.video import prefetch
+
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    with contextlib.closing(prefetch(endless(), depth=2)) as items:
+        assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert closed == [True]
+    assert not any(t.name == "rtmo-prefetch" for t in threading.enumerate())

@@ -6,6 +6,8 @@ import pytest
 from rtmo.results import Poses
 from rtmo.visualize import BOX_COLOR, drawing_scale
 
+# Layout colours are RGB; the canvas is BGR.
+RED_RGB, BLUE_RGB = (255, 0, 0), (0, 0, 255)
 RED, BLUE = (0, 0, 255), (255, 0, 0)
 
 
@@ -20,7 +22,8 @@ def one_person(size, kpt_scores=(0.9, 0.9, 0.9)) -> Poses:
         image_size=size,
         keypoint_names=("a", "b", "c"),
         skeleton=((0, 1), (1, 2)),
-        limb_colors=(RED, BLUE),
+        limb_colors=(RED_RGB, BLUE_RGB),
+        keypoint_colors=((0, 255, 0),) * 3,
     )
 
 
@@ -89,3 +92,17 @@ def test_wild_and_nan_keypoints_do_not_crash():
 def test_image_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="poses are for a 64x48 image, got an image of 48x64"):
         one_person((64, 48)).plot(np.zeros((64, 48, 3), np.uint8))
+
+
+def test_keypoints_take_their_layout_colour():
+    poses = one_person((640, 480))
+    canvas = poses.plot(np.zeros((480, 640, 3), np.uint8), draw_boxes=False)
+    x, y = poses.keypoints[0, 2].round().astype(int)
+    assert tuple(canvas[y, x].tolist()) == (0, 255, 0)
+
+
+def test_layout_without_colours_is_drawn_with_defaults():
+    poses = one_person((200, 100))
+    poses.limb_colors, poses.keypoint_colors = (), ()
+    canvas = poses.plot(np.zeros((100, 200, 3), np.uint8), draw_boxes=False)
+    assert canvas.any()
