@@ -54,8 +54,15 @@ def test_mismatched_shapes_are_named():
         Poses(good.boxes, good.scores, good.keypoints[..., 0], good.keypoint_scores, (10, 10))
     with pytest.raises(ValueError, match="keypoint_scores must have shape"):
         Poses(good.boxes, good.scores, good.keypoints, good.keypoint_scores[:, :3], (10, 10))
+    arrays = (good.boxes, good.scores, good.keypoints, good.keypoint_scores, (10, 10))
     with pytest.raises(ValueError, match="2 keypoint names for 17 keypoints"):
-        Poses(good.boxes, good.scores, good.keypoints, good.keypoint_scores, (10, 10), ("a", "b"))
+        Poses(*arrays, keypoint_names=("a", "b"))
+    with pytest.raises(ValueError, match="1 keypoint colours for 17 keypoints"):
+        Poses(*arrays, keypoint_colors=((1, 2, 3),))
+    with pytest.raises(ValueError, match="2 limb colours for 1 limbs"):
+        Poses(*arrays, skeleton=((0, 1),), limb_colors=((1, 2, 3),) * 2)
+    with pytest.raises(ValueError, match=r"limb \(0, 17\) must be two keypoint indices"):
+        Poses(*arrays, skeleton=((0, 17),))
 
 
 def test_indexing_keeps_layout_and_person_axis():
