@@ -61,6 +61,7 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward")
     parser.add_argument("--score-thr", type=float, default=0.1, help="person score threshold")
     parser.add_argument("--nms-thr", type=float, default=0.65, help="box IoU for NMS")
+    parser.add_argument("--max-det", type=_positive_int, default=100, help="people per image")
     parser.add_argument(
         "--kpt-thr", type=float, default=0.3, help="keypoint score threshold for drawing"
     )
@@ -152,7 +153,7 @@ def _build_predictor(args: argparse.Namespace) -> Any:
     from rtmo.predictor import RTMO
 
     options = {"device": args.device, "dtype": args.dtype, "backend": args.backend}
-    options.update(score_thr=args.score_thr, nms_thr=args.nms_thr)
+    options.update(score_thr=args.score_thr, nms_thr=args.nms_thr, max_det=args.max_det)
     if args.checkpoint is not None:
         return RTMO.from_checkpoint(args.checkpoint, args.model, **options)
     print(

@@ -218,3 +218,117 @@ def test_subcommands_come_from_the_registry():
     assert names[:2] == ["predict", "info"]
     parser = cli.build_parser()
     assert parser.parse_args(["info"]).run is cli.COMMANDS[1].run
+
+
+# ------------------------------------------------------------------------------------------------
+# The real command in a subprocess (each one imports torch: keep them few), RTMO-t random weights.
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from checkpoints import write_published_checkpoint
+    from rtmo.config import from_name
+    from rtmo.model import RTMOModel
+
+    model = RTMOModel(from_name("rtmo-t")).eval()
+    return write_published_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "rtmo-t.pth")
+
+
+def run_rtmo(*argv):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "rtmo", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+    )
+
+
+def test_command_on_an_image(tmp_path, checkpoint):
+    from matplotlib import cbook
+
+    photo = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    out = tmp_path / "out"
+    done = run_rtmo(
+        "predict", photo, "--checkpoint", checkpoint, "--out", out, "--json", "--max-det", "3"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["grace_hopper.jpg", "grace_hopper.jsonl"]
+    assert cv2.imread(str(out / "grace_hopper.jpg")).shape == cv2.imread(str(photo)).shape
+    (record,) = read_jsonl(out / "grace_hopper.jsonl")
+    assert record["file"] == str(photo)
+    assert (record["width"], record["height"]) == (512, 600)
+    assert 1 <= len(record["people"]) <= 3
+    for person in record["people"]:
+        assert np.asarray(person["keypoints"]).shape == (17, 2)
+        assert len(person["keypoint_scores"]) == 17
+        assert len(person["bbox"]) == 4
+
+
+def test_command_on_a_folder_with_a_corrupt_file(tmp_path, checkpoint):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), content_image(64, 48))
+    cv2.imwrite(str(folder / "b.jpg"), content_image(40, 90))
+    (folder / "c.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    out = tmp_path / "out"
+    done = run_rtmo(
+        "predict",
+        folder,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        out,
+        "--json",
+        "--batch-size",
+        "2",
+        "--max-det",
+        "2",
+    )
+    assert done.returncode == cli.EXIT_FAILED
+    assert "Traceback" not in done.stderr
+    assert "c.jpg: cannot decode image" in done.stderr
+    assert "2 processed" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "in.jsonl"]
+    assert [Path(r["file"]).name for r in read_jsonl(out / "in.jsonl")] == [
+        "a.png",
+        "b.jpg",
+        "c.jpg",
+    ]
+
+
+def test_command_on_a_video(tmp_path, checkpoint):
+    video = write_avi(tmp_path / "walk.avi", 5)
+    out = tmp_path / "out"
+    done = run_rtmo(
+        "predict",
+        video,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        out,
+        "--json",
+        "--batch-size",
+        "3",
+        "--max-det",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["frame"] for r in read_jsonl(out / "walk.jsonl")] == [0, 1, 2, 3, 4]
+    written = cv2.VideoCapture(str(out / "walk.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert (
+        int(written.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(written.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    ) == (64, 48)

@@ -189,3 +189,88 @@ def test_import_rtmo_is_cheap():
         "print(sorted(heavy)); assert not heavy; assert rtmo.Poses.__name__ == 'Poses'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end with the real network: RTMO-t with random weights, saved in the published .pth layout.
+
+MAX_DET = 5  # random weights score every prior alike; a few people keep the CPU decode short
+
+
+@pytest.fixture(scope="module")
+def rtmo_t_checkpoint(tmp_path_factory):
+    from checkpoints import write_published_checkpoint
+    from rtmo.config import from_name
+    from rtmo.model import RTMOModel
+
+    torch.manual_seed(0)
+    model = RTMOModel(from_name("rtmo-t")).eval()
+    return write_published_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "rtmo-t.pth")
+
+
+@pytest.fixture(scope="module")
+def rtmo_t(rtmo_t_checkpoint):
+    return RTMO.from_checkpoint(rtmo_t_checkpoint, device="cpu", max_det=MAX_DET)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    import cv2
+    from matplotlib import cbook
+
+    return cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+
+
+def test_end_to_end_from_a_published_checkpoint(rtmo_t, photo):
+    poses = rtmo_t(photo)
+    height, width = photo.shape[:2]
+    assert rtmo_t.config.name == "rtmo-t-body7"
+    assert poses.image_size == (width, height)
+    assert 1 <= len(poses) <= MAX_DET
+    assert poses.keypoints.shape == (len(poses), 17, 2)
+    assert poses.keypoint_names[0] == "nose"
+    assert len(poses.skeleton) == len(poses.limb_colors) > 0
+    assert np.isfinite(poses.keypoints).all()
+    assert (np.diff(poses.scores) <= 0).all()
+    # Boxes are clamped to the model input, which covers the image: they stay inside it.
+    assert (poses.boxes >= -1e-3).all()
+    assert (poses.boxes[:, [0, 2]] <= width + 1e-3).all()
+    assert (poses.boxes[:, [1, 3]] <= height + 1e-3).all()
+    canvas = poses.plot(photo)
+    assert canvas.shape == photo.shape
+    assert (canvas != photo).any()
+
+
+def test_predictor_equals_letterbox_network_and_inverse_by_hand(rtmo_t, photo):
+    """The predictor is the composition: cv2 letterbox, the network, the inverse mapping."""
+    from rtmo.preprocess import letterbox_image
+
+    image = photo[:300, :200]  # portrait crop: padding left and right
+    warped, _ = letterbox_image(image, (416, 416))
+    batch = torch.from_numpy(warped).permute(2, 0, 1)[None].float()
+    raw = rtmo_t.model.predict(batch, max_det=MAX_DET)[0]
+    s = 416 / 300  # the height fits; the content is centred horizontally
+    offset = np.array([(416 - s * 200) / 2, 0.0])
+    expected = (raw["keypoints"].numpy() - offset) / s
+    poses = rtmo_t(image)
+    np.testing.assert_allclose(poses.keypoints, expected, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(poses.scores, raw["scores"].numpy(), rtol=0, atol=0)
+
+
+def test_batched_forward_gives_each_image_its_own_people(rtmo_t, photo):
+    small = photo[100:260, 50:400]
+    single = [rtmo_t(photo), rtmo_t(small)]
+    batch = rtmo_t([photo, small])
+    for one, many in zip(single, batch, strict=True):
+        assert many.image_size == one.image_size
+        # Batched convolutions may sum in another order: float32 noise, amplified by the DCC's
+        # softmax; 1e-2 px is far below any real difference.
+        np.testing.assert_allclose(many.keypoints, one.keypoints, rtol=0, atol=1e-2)
+        np.testing.assert_allclose(many.scores, one.scores, rtol=0, atol=1e-4)
+
+
+def test_random_weights_warn():
+    with pytest.warns(UserWarning, match="random weights"):
+        predictor = RTMO("rtmo-t", device="cpu", max_det=2)
+    assert predictor.input_size == (416, 416)
+    assert predictor(np.zeros((32, 48), np.uint8)).keypoints.shape[1:] == (17, 2)
