@@ -1,0 +1,239 @@
+"""Configurations of every published RTMO variant, their keypoint sets and official checkpoints.
+
+Naming: ``rtmo-{t,s,m,l}-{body7,coco,crowdpose}`` plus ``rtmo-l-body7-crowdpose`` (RTMO-l trained
+on body7 and evaluated on CrowdPose's 14 keypoints). Short names pick the body7 model of a size
+(``rtmo-s`` is ``rtmo-s-body7``; ``rtmo`` is ``rtmo-l-body7``, mmpose's alias), and
+``rtmo-{s,m,l}-crowd`` is ``rtmo-{s,m,l}-crowdpose``. `VARIANTS` lists the full names.
+
+>>> cfg = from_name("rtmo-s")
+>>> cfg.name, cfg.input_size, cfg.num_keypoints
+('rtmo-s-body7', (640, 640), 17)
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+_BASE_URL = "https://download.openmmlab.com/mmpose/v1/projects/rtmo"
+
+COCO_KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+CROWDPOSE_KEYPOINTS = (
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "top_head",
+    "neck",
+)
+
+# Colours (RGB) as in mmpose's dataset metafiles: green for the left side, orange for the right,
+# blue for the centre line and the head.
+_GREEN, _ORANGE, _BLUE = (0, 255, 0), (255, 128, 0), (51, 153, 255)
+
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)  # fmt: skip
+COCO_LIMB_COLORS = (
+    (_GREEN,) * 2 + (_ORANGE,) * 2 + (_BLUE,) * 4 + (_GREEN, _ORANGE) * 2 + (_BLUE,) * 7
+)
+COCO_KEYPOINT_COLORS = (_BLUE,) * 5 + (_GREEN, _ORANGE) * 6
+
+CROWDPOSE_SKELETON = (
+    (10, 8), (8, 6), (11, 9), (9, 7), (6, 7), (0, 6), (1, 7), (0, 1), (0, 2), (1, 3), (2, 4),
+    (3, 5), (12, 13), (1, 13), (0, 13),
+)  # fmt: skip
+CROWDPOSE_LIMB_COLORS = (
+    (_GREEN,) * 2 + (_ORANGE,) * 2 + (_BLUE,) * 4 + (_GREEN, _ORANGE) * 2 + (_BLUE,) * 3
+)
+CROWDPOSE_KEYPOINT_COLORS = (_BLUE,) * 5 + (_GREEN, _ORANGE) * 4 + (_GREEN,)
+
+# Per-keypoint OKS sigmas of the dataset metafiles (the `head.loss_oks.sigmas` buffer).
+COCO_SIGMAS = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107,
+    0.087, 0.087, 0.089, 0.089,
+)  # fmt: skip
+CROWDPOSE_SIGMAS = (
+    0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079,
+    0.079,
+)  # fmt: skip
+
+# (deepen, widen) per size, from the official configs.
+_SIZE_FACTORS = {"t": (0.33, 0.375), "s": (0.33, 0.5), "m": (0.67, 0.75), "l": (1.0, 1.0)}
+
+
+@dataclass(frozen=True)
+class RTMOConfig:
+    """One RTMO variant: architecture, keypoint set, input size and where its weights live.
+
+    The channel counts follow from `deepen`/`widen` exactly as in mmpose's configs (RTMO.md §1.2).
+    """
+
+    name: str
+    size: str  # "t", "s", "m" or "l"
+    dataset: str  # "body7", "coco", "crowdpose" or "body7-crowdpose"
+    input_size: tuple[int, int]  # (w, h) of the model input
+    checkpoint_url: str
+    onnx_url: str | None = None
+    score_thr: float = 0.1
+    nms_thr: float = 0.65
+    bbox_padding: float = 1.25
+    num_bins: tuple[int, int] = (192, 256)  # (x, y)
+    dcc_temperature: float = 300.0
+
+    @property
+    def deepen(self) -> float:
+        return _SIZE_FACTORS[self.size][0]
+
+    @property
+    def widen(self) -> float:
+        return _SIZE_FACTORS[self.size][1]
+
+    @property
+    def crowdpose(self) -> bool:
+        return self.dataset.endswith("crowdpose")
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    @property
+    def keypoint_names(self) -> tuple[str, ...]:
+        return CROWDPOSE_KEYPOINTS if self.crowdpose else COCO_KEYPOINTS
+
+    @property
+    def skeleton(self) -> tuple[tuple[int, int], ...]:
+        """Limbs as pairs of keypoint indices."""
+        return CROWDPOSE_SKELETON if self.crowdpose else COCO_SKELETON
+
+    @property
+    def limb_colors(self) -> tuple[tuple[int, int, int], ...]:
+        """RGB colour of each limb of `skeleton`."""
+        return CROWDPOSE_LIMB_COLORS if self.crowdpose else COCO_LIMB_COLORS
+
+    @property
+    def keypoint_colors(self) -> tuple[tuple[int, int, int], ...]:
+        """RGB colour of each keypoint."""
+        return CROWDPOSE_KEYPOINT_COLORS if self.crowdpose else COCO_KEYPOINT_COLORS
+
+    @property
+    def sigmas(self) -> tuple[float, ...]:
+        """OKS sigma of each keypoint."""
+        return CROWDPOSE_SIGMAS if self.crowdpose else COCO_SIGMAS
+
+    @property
+    def architecture(self) -> str:
+        """The name shared by every variant with this exact state_dict layout (e.g. "rtmo-s")."""
+        return f"rtmo-{self.size}-crowdpose" if self.crowdpose else f"rtmo-{self.size}"
+
+    @property
+    def checkpoint_filename(self) -> str:
+        return self.checkpoint_url.rsplit("/", 1)[-1]
+
+    # Channel counts (RTMO.md §1.2).
+    @property
+    def backbone_channels(self) -> tuple[int, int, int]:
+        """Output channels of CSPDarknet at strides 8/16/32."""
+        return tuple(int(c * self.widen) for c in (256, 512, 1024))
+
+    @property
+    def head_channels(self) -> int:
+        """Half of the projector's output: the width of each of the cls and pose branches."""
+        return int(256 * self.widen)
+
+    @property
+    def pose_channels(self) -> int:
+        """Width of the grouped pose branch: 8 groups of int(36 * widen)."""
+        return 8 * int(36 * self.widen)
+
+    @property
+    def pose_vec_channels(self) -> int:
+        return 2 * self.head_channels
+
+
+def _variant(size: str, dataset: str, ckpt: str, onnx: bool = False) -> RTMOConfig:
+    side = 416 if size == "t" else 640
+    name = f"rtmo-{size}-{dataset}"
+    onnx_url = f"{_BASE_URL}/onnx_sdk/{ckpt.removesuffix('.pth')}.zip" if onnx else None
+    return RTMOConfig(name, size, dataset, (side, side), f"{_BASE_URL}/{ckpt}", onnx_url)
+
+
+_L_BODY7_CROWDPOSE = "rtmo-l_16xb16-700e_body7-crowdpose-640x640-5bafdc11_20231219.pth"
+VARIANTS: dict[str, RTMOConfig] = {
+    c.name: c
+    for c in (
+        _variant("t", "body7", "rtmo-t_8xb32-600e_body7-416x416-f48f75cb_20231219.pth", True),
+        _variant("s", "body7", "rtmo-s_8xb32-600e_body7-640x640-dac2bf74_20231211.pth", True),
+        _variant("m", "body7", "rtmo-m_16xb16-600e_body7-640x640-39e78cc4_20231211.pth", True),
+        _variant("l", "body7", "rtmo-l_16xb16-600e_body7-640x640-b37118ce_20231211.pth", True),
+        _variant("s", "coco", "rtmo-s_8xb32-600e_coco-640x640-8db55a59_20231211.pth"),
+        _variant("m", "coco", "rtmo-m_16xb16-600e_coco-640x640-6f4e0306_20231211.pth"),
+        _variant("l", "coco", "rtmo-l_16xb16-600e_coco-640x640-516a421f_20231211.pth"),
+        _variant("s", "crowdpose", "rtmo-s_8xb32-700e_crowdpose-640x640-79f81c0d_20231211.pth"),
+        # The published file name really starts with "rrtmo".
+        _variant("m", "crowdpose", "rrtmo-m_16xb16-700e_crowdpose-640x640-0eaf670d_20231211.pth"),
+        _variant("l", "crowdpose", "rtmo-l_16xb16-700e_crowdpose-640x640-1008211f_20231211.pth"),
+        _variant("l", "body7-crowdpose", _L_BODY7_CROWDPOSE),
+    )
+}
+
+_ALIASES = {
+    "rtmo": "rtmo-l-body7",
+    **{f"rtmo-{s}": f"rtmo-{s}-body7" for s in "tsml"},
+    **{f"rtmo-{s}-crowd": f"rtmo-{s}-crowdpose" for s in "sml"},
+}
+
+
+def from_name(name: str) -> RTMOConfig:
+    """The config of a variant by full name (see `VARIANTS`) or alias ("rtmo-s", "rtmo-l-crowd")."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in VARIANTS:
+        known = ", ".join([*VARIANTS, *_ALIASES])
+        raise ValueError(f"unknown RTMO variant {name!r}; known names: {known}")
+    return VARIANTS[key]
+
+
+def download_checkpoint(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """Downloads the official checkpoint of a variant (once) and returns its path.
+
+    The file goes to `directory`, default ``$RTMO_HOME`` or ``~/.cache/rtmo``.
+    """
+    cfg = from_name(name)
+    root = Path(directory or os.environ.get("RTMO_HOME", Path.home() / ".cache" / "rtmo"))
+    path = root / cfg.checkpoint_filename
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        urllib.request.urlretrieve(cfg.checkpoint_url, partial)
+        partial.replace(path)
+    return path

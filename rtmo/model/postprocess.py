@@ -1,0 +1,101 @@
+"""Post-processing in static shapes: threshold + NMS into `max_det` padded slots, then the DCC on
+the survivors only, then one host sync at the final per-image split (RTMO.md §4.1)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from rtmo.model.dcc import DCC
+from rtmo.model.head import DenseOutputs, decode_boxes
+
+
+class PaddedPredictions(NamedTuple):
+    """Detections of a batch in `max_det` slots per image, sorted by descending score.
+
+    boxes (B, M, 4) xyxy, scores (B, M), keypoints (B, M, K, 2), keypoint_scores (B, M, K), all in
+    model-input pixels; num_detections (B,) int64 says how many leading slots are real. Slots
+    past it hold zeros.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    keypoints: Tensor
+    keypoint_scores: Tensor
+    num_detections: Tensor
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """Rows of x (B, N, ...) at index (B, M) -> (B, M, ...)."""
+    batch = torch.arange(x.shape[0], device=x.device)[:, None]
+    return x[batch, index]
+
+
+def _select(
+    boxes: Tensor,
+    scores: Tensor,
+    score_thr: float,
+    nms_thr: float,
+    max_det: int,
+    use_kernels: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    """keep (B, max_det) int64 padded with -1 and num_kept (B,): score > thr, greedy IoU NMS."""
+    if use_kernels:
+        import rtmo_kernels
+
+        return rtmo_kernels.nms_padded(boxes, scores, nms_thr, score_thr, max_det, backend=backend)
+    from rtmo_kernels.reference.nms_padded import nms_padded
+
+    return nms_padded(boxes, scores, nms_thr, score_thr, max_det)
+
+
+def postprocess_padded(
+    dense: DenseOutputs,
+    dcc: DCC,
+    input_size: tuple[int, int],
+    score_thr: float,
+    nms_thr: float,
+    max_det: int,
+    use_kernels: bool,
+    backend: str,
+) -> PaddedPredictions:
+    """Dense head outputs -> padded detections; no host sync, no data-dependent shape.
+
+    input_size is (w, h) of the model input: boxes are clamped to it after the keypoint decode.
+    """
+    scores = dense.cls_logits.sigmoid()
+    boxes = decode_boxes(dense.bbox_preds, dense.priors, dense.strides)
+    keep, num = _select(boxes, scores, score_thr, nms_thr, max_det, use_kernels, backend)
+    valid = keep >= 0
+    index = keep.clamp(min=0)
+    boxes, scores = _gather(boxes, index), _gather(scores, index)
+    b, m = index.shape
+    keypoints = dcc(
+        _gather(dense.pose_vecs, index).flatten(0, 1),
+        boxes.flatten(0, 1),
+        dense.priors[index].flatten(0, 1),
+        use_kernels=use_kernels,
+        backend=backend,
+    ).reshape(b, m, -1, 2)
+    w, h = input_size
+    limits = boxes.new_tensor([w, h, w, h])
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    kpt_scores = _gather(dense.kpt_vis_logits, index).sigmoid()
+    # where(), not a product: padding rows must be zeros even if a padded slot's decode overflowed.
+    return PaddedPredictions(
+        torch.where(valid[..., None], boxes, 0.0),
+        torch.where(valid, scores, 0.0),
+        torch.where(valid[..., None, None], keypoints, 0.0),
+        torch.where(valid[..., None], kpt_scores, 0.0),
+        num,
+    )
+
+
+def split_predictions(padded: PaddedPredictions) -> list[dict[str, Tensor]]:
+    """One dict per image with the first num_detections rows of each field (the one host sync)."""
+    counts = padded.num_detections.tolist()
+    fields = ("boxes", "scores", "keypoints", "keypoint_scores")
+    return [{name: getattr(padded, name)[i, :n] for name in fields} for i, n in enumerate(counts)]
