@@ -58,6 +58,11 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--backend", default="auto", help="kernel backend (see `rtmo info`)")
+    parser.add_argument(
+        "--no-kernels",
+        action="store_true",
+        help="post-process in plain PyTorch as mmpose does, without the fused kernels",
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward")
     parser.add_argument("--score-thr", type=float, default=0.1, help="person score threshold")
     parser.add_argument("--nms-thr", type=float, default=0.65, help="box IoU for NMS")
@@ -153,6 +158,7 @@ def _build_predictor(args: argparse.Namespace) -> Any:
     from rtmo.predictor import RTMO
 
     options = {"device": args.device, "dtype": args.dtype, "backend": args.backend}
+    options["use_kernels"] = not args.no_kernels
     options.update(score_thr=args.score_thr, nms_thr=args.nms_thr, max_det=args.max_det)
     if args.checkpoint is not None:
         return RTMO.from_checkpoint(args.checkpoint, args.model, **options)

@@ -45,9 +45,11 @@ class RTMO:
 
     Options: score_thr (person score threshold), nms_thr (box IoU above which the lower-scored
     person is dropped), max_det (people per image), dtype ("fp32", or "fp16"/"bf16" on a GPU),
-    backend (kernel backend: "auto", "cpu", "cuda", "triton" or "reference"), fuse (fold
-    RepVGG branches and BatchNorms for inference; a model passed in is modified in place),
-    trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you trust).
+    backend (kernel backend: "auto", "cpu", "cuda", "triton" or "reference"), use_kernels
+    (False runs the post-process in plain PyTorch, as mmpose does, instead of the fused kernels),
+    fuse (fold RepVGG branches and BatchNorms for inference; a model passed in is modified in
+    place), trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you
+    trust).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class RTMO:
         nms_thr: float = 0.65,
         max_det: int = 100,
         trust_checkpoint: bool = False,
+        use_kernels: bool = True,
         fuse: bool = True,
     ) -> None:
         self.device = torch.device(device or default_device())
@@ -74,7 +77,11 @@ class RTMO:
             from rtmo.checkpoint import load_model
 
             net = load_model(
-                checkpoint, model, trust_checkpoint=trust_checkpoint, device=str(self.device)
+                checkpoint,
+                model,
+                trust_checkpoint=trust_checkpoint,
+                use_kernels=use_kernels,
+                device=str(self.device),
             )
         else:
             from rtmo.config import from_name
@@ -87,7 +94,7 @@ class RTMO:
                 UserWarning,
                 stacklevel=2,
             )
-            net = RTMOModel(from_name(model))
+            net = RTMOModel(from_name(model), use_kernels=use_kernels)
         net = net.eval()
         if fuse and hasattr(net, "reparameterize"):
             # RepVGG branches and BatchNorms folded into convolutions: same outputs, fewer ops.

@@ -227,6 +227,7 @@ def test_subcommands_come_from_the_registry():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from checkpoints import write_published_checkpoint
+
     from rtmo.config import from_name
     from rtmo.model import RTMOModel
 
@@ -245,7 +246,7 @@ def run_rtmo(*argv):
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
-        [sys.executable, "-m", "rtmo", *map(str, argv)],
+        [sys.executable, "-m", "rtmo", *map(str, argv), "--no-kernels"],
         capture_output=True,
         text=True,
         env=env,

@@ -195,11 +195,14 @@ def test_import_rtmo_is_cheap():
 # End to end with the real network: RTMO-t with random weights, saved in the published .pth layout.
 
 MAX_DET = 5  # random weights score every prior alike; a few people keep the CPU decode short
+# The post-process in plain PyTorch (mmpose's way): these tests are about everything around it.
+USE_KERNELS = False
 
 
 @pytest.fixture(scope="module")
 def rtmo_t_checkpoint(tmp_path_factory):
     from checkpoints import write_published_checkpoint
+
     from rtmo.config import from_name
     from rtmo.model import RTMOModel
 
@@ -210,7 +213,9 @@ def rtmo_t_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rtmo_t(rtmo_t_checkpoint):
-    return RTMO.from_checkpoint(rtmo_t_checkpoint, device="cpu", max_det=MAX_DET)
+    return RTMO.from_checkpoint(
+        rtmo_t_checkpoint, device="cpu", max_det=MAX_DET, use_kernels=USE_KERNELS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +276,6 @@ def test_batched_forward_gives_each_image_its_own_people(rtmo_t, photo):
 
 def test_random_weights_warn():
     with pytest.warns(UserWarning, match="random weights"):
-        predictor = RTMO("rtmo-t", device="cpu", max_det=2)
+        predictor = RTMO("rtmo-t", device="cpu", max_det=2, use_kernels=USE_KERNELS)
     assert predictor.input_size == (416, 416)
     assert predictor(np.zeros((32, 48), np.uint8)).keypoints.shape[1:] == (17, 2)
