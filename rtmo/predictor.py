@@ -72,6 +72,8 @@ class RTMO:
         self.backend = backend
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
         if isinstance(model, torch.nn.Module):
+            if checkpoint is not None:
+                raise ValueError("give a model name with `checkpoint`, not a built model")
             net = model
         elif checkpoint is not None:
             from rtmo.checkpoint import load_model
@@ -129,24 +131,24 @@ class RTMO:
         max_det: int | None = None,
     ) -> Poses | list[Poses]:
         """Poses for one image, or a list of Poses for a list of images or a 4-D tensor."""
+        options = {"score_thr": score_thr, "nms_thr": nms_thr, "max_det": max_det}
         if isinstance(images, (list, tuple)):
-            return self.predict(list(images), score_thr=score_thr, nms_thr=nms_thr, max_det=max_det)
+            return self.predict(list(images), **options)
         if isinstance(images, torch.Tensor) and images.dim() == 4:
-            return self.predict(
-                list(images.unbind(0)), score_thr=score_thr, nms_thr=nms_thr, max_det=max_det
-            )
-        return self.predict([images], score_thr=score_thr, nms_thr=nms_thr, max_det=max_det)[0]
+            return self.predict(images, **options)
+        return self.predict([images], **options)[0]
 
     def predict(
         self,
-        images: Sequence[ImageInput],
+        images: Sequence[ImageInput] | torch.Tensor,
         *,
         score_thr: float | None = None,
         nms_thr: float | None = None,
         max_det: int | None = None,
     ) -> list[Poses]:
-        """One batched forward pass over `images`; one `Poses` per image, in order."""
-        if not images:
+        """One batched forward pass over `images` (a list, or a (B, 3, H, W) tensor); one `Poses`
+        per image, in order."""
+        if len(images) == 0:
             return []
         start = time.perf_counter()
         batch, boxes = self._preprocess(images)
@@ -174,8 +176,13 @@ class RTMO:
             poses.speed = dict(speed)
         return results
 
-    def _preprocess(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[Letterbox]]:
+    def _preprocess(
+        self, images: Sequence[ImageInput] | torch.Tensor
+    ) -> tuple[torch.Tensor, list[Letterbox]]:
         """Letterboxed (B, 3, h, w) batch on the model's device and dtype, and each placement."""
+        if isinstance(images, torch.Tensor):  # (B, 3, H, W): one warp for the whole batch
+            batch, box = letterbox_tensor(images.to(self.device), self.input_size)
+            return batch.to(self.dtype), [box] * len(images)
         inputs, boxes = [], []
         for i, image in enumerate(images):
             if isinstance(image, torch.Tensor):
