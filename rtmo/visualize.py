@@ -24,16 +24,17 @@ LIMB_COLOR = (255, 128, 0)  # blue, for a layout without limb colours
 OUTLINE_COLOR = (0, 0, 0)
 # Coordinates are clipped to this many pixels so that a wild keypoint cannot overflow cv2's int32.
 MAX_COORD = 1 << 20
-# One unit of line width per 500 pixels of the longer side: 1 px at 640, 8 px at 3840.
-PIXELS_PER_LINE_WIDTH = 500
+# One unit of line width per 400 pixels of the longer side: 1 px below 600, 2 px at 640, 10 px at
+# 3840 (chosen by eye on 128- to 3840-pixel images).
+PIXELS_PER_LINE_WIDTH = 400
 
 
 def drawing_scale(image_size: tuple[int, int]) -> tuple[int, int, float]:
     """(line width, keypoint radius, font scale) for an image of (width, height)."""
     longest = max(image_size)
     line = max(1, round(longest / PIXELS_PER_LINE_WIDTH))
-    radius = max(2, round(1.5 * line) + 1)
-    font_scale = max(0.3, longest / 1600)
+    radius = line + 2
+    font_scale = max(0.35, longest / 1300)
     return line, radius, font_scale
 
 
