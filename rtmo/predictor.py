@@ -68,6 +68,8 @@ class RTMO:
         fuse: bool = True,
     ) -> None:
         self.device = torch.device(device or default_device())
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
         self.dtype = _resolve_dtype(dtype, self.device)
         self.backend = backend
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det

@@ -168,6 +168,12 @@ def test_bad_inputs_are_named(predictor, tmp_path):
         predictor([content_image(8, 8), torch.zeros(1, 3, 8, 8)])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without GPU")
+def test_cuda_device_without_gpu_is_named():
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        RTMO(ContentModel(), device="cuda")
+
+
 def test_half_precision_needs_a_gpu():
     with pytest.raises(ValueError, match="needs a CUDA device"):
         RTMO(ContentModel(), device="cpu", dtype="fp16")
@@ -279,3 +285,14 @@ def test_random_weights_warn():
         predictor = RTMO("rtmo-t", device="cpu", max_det=2, use_kernels=USE_KERNELS)
     assert predictor.input_size == (416, 416)
     assert predictor(np.zeros((32, 48), np.uint8)).keypoints.shape[1:] == (17, 2)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_gpu_tensors_are_letterboxed_on_the_gpu(dtype):
+    predictor = RTMO(ContentModel(), device="cuda", dtype=dtype)
+    image = content_image(200, 120)
+    on_gpu = torch.from_numpy(image).permute(2, 0, 1).cuda()
+    poses = predictor(on_gpu)
+    _assert_whole_image(poses, 200, 120)
+    assert predictor.model.calls[0]["dtype"] == predictor.dtype

@@ -173,3 +173,15 @@ def test_16_bit_png_read_by_cv2_matches_conversion(tmp_path):
     converted = to_bgr_uint8(loaded)
     assert converted.dtype == np.uint8
     np.testing.assert_allclose(converted, deep / 257.0, atol=0.5)
+
+
+@pytest.mark.needs_cuda
+def test_tensor_letterbox_on_the_gpu_matches_cv2():
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    expected, _ = letterbox_image(image, (640, 640))
+    out, _ = letterbox_tensor(torch.from_numpy(image).permute(2, 0, 1).cuda(), (640, 640))
+    assert out.device.type == "cuda"
+    diff = np.abs(out[0].permute(1, 2, 0).cpu().numpy().astype(np.int64) - expected)
+    assert diff.max() <= MAX_GREY_DIFF
+    assert (diff > 0).mean() <= MAX_DIFFERING_FRACTION
