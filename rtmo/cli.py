@@ -285,10 +285,12 @@ def info_lines() -> list[str]:
     ext = _backend.extension()
     lines += [
         "build:",
-        f"  rtmo_kernels._C built: {'yes' if ext else 'no'}",
+        f"  rtmo_kernels._C built: {f'yes ({ext.__file__})' if ext else 'no'}",
         f"  CUDA kernels compiled: {'yes' if ext and ext.cuda_kernels_compiled() else 'no'}",
         f"  TORCH_CUDA_ARCH_LIST: {os.environ.get('TORCH_CUDA_ARCH_LIST', '(unset)')}",
         f"  RTMO_KERNELS_BACKEND: {os.environ.get('RTMO_KERNELS_BACKEND', '(unset)')}",
+        f"  torch CPU capability: {torch.backends.cpu.get_cpu_capability()}",
+        f"  torch CUDA archs: {' '.join(torch.cuda.get_arch_list()) or 'none'}",
         "devices:",
         f"  cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
     ]
