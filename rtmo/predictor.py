@@ -29,7 +29,7 @@ DTYPES = {
 
 
 def default_device() -> str:
-    """ "cuda" when a GPU is visible, else "cpu"."""
+    """The device used when none is given: "cuda" when a GPU is visible, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
