@@ -130,6 +130,48 @@ def test_interrupted_video_leaves_no_output(tmp_path, fake_predictor, monkeypatc
     assert list(out.iterdir()) == []
 
 
+class FakeCamera:
+    """A webcam that delivers frames until it is closed."""
+
+    def __init__(self, source):
+        assert source == 7
+        self.fps, self.frame_count, self.unreadable = 15.0, None, []
+
+    def __iter__(self):
+        i = 0
+        while True:
+            yield i, content_image(64, 48, seed=i)
+            i += 1
+
+    def close(self):
+        pass
+
+
+def test_ctrl_c_ends_a_webcam_stream_and_keeps_the_recording(
+    tmp_path, fake_predictor, monkeypatch, capsys
+):
+    import rtmo.video
+
+    calls = []
+    original = RTMO.__call__
+
+    def ctrl_c_on_second_batch(self, images, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(rtmo.video, "VideoReader", FakeCamera)
+    monkeypatch.setattr(RTMO, "__call__", ctrl_c_on_second_batch)
+    out = tmp_path / "out"
+    argv = ["predict", "7", "--random-weights", "--out", str(out), "--json", "--batch-size", "2"]
+    status = cli.main(argv)
+    assert status == cli.EXIT_OK, capsys.readouterr().err
+    assert [r["frame"] for r in read_jsonl(out / "webcam7.jsonl")] == [0, 1]
+    written = cv2.VideoCapture(str(out / "webcam7.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+
+
 @pytest.mark.parametrize(
     ("make_source", "message"),
     [
