@@ -288,7 +288,7 @@ def run_rtmo(*argv):
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
-        [sys.executable, "-m", "rtmo", *map(str, argv), "--no-kernels"],
+        [sys.executable, "-m", "rtmo", *map(str, argv)],
         capture_output=True,
         text=True,
         env=env,
