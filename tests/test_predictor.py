@@ -239,9 +239,12 @@ def test_end_to_end_from_a_published_checkpoint(rtmo_t, photo):
     assert len(poses.skeleton) == len(poses.limb_colors) > 0
     assert np.isfinite(poses.keypoints).all()
     assert (np.diff(poses.scores) <= 0).all()
-    # Boxes are clamped to the model input, which covers the image: they stay inside it.
-    assert (poses.boxes >= -1e-3).all()
-    assert (poses.boxes[:, [0, 2]] <= width + 1e-3).all()
+    # As in mmpose, boxes are clamped to the model input, padding included, then mapped back: they
+    # stay inside the letterbox canvas in image pixels (x in [-44, 556] for this portrait photo).
+    half = height / 2  # portrait photo, square input: the canvas spans `height` both ways
+    assert (poses.boxes[:, [0, 2]] >= width / 2 - half - 1e-3).all()
+    assert (poses.boxes[:, [0, 2]] <= width / 2 + half + 1e-3).all()
+    assert (poses.boxes[:, [1, 3]] >= -1e-3).all()
     assert (poses.boxes[:, [1, 3]] <= height + 1e-3).all()
     canvas = poses.plot(photo)
     assert canvas.shape == photo.shape
