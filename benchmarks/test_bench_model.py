@@ -1,0 +1,49 @@
+"""End-to-end model speed on the CPU: RTMO-s at 640x640, one image, `model.predict` (network +
+threshold/NMS + DCC + split) with the fused kernels, with the reference ops (mmpose's way:
+reference NMS, unfolded DCC), and with the kernels on the reparameterised model. Run:
+    PYTHONPATH=. python -m pytest benchmarks/test_bench_model.py --benchmark-json=model.json
+Ratios are taken between medians of the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rtmo.model import RTMOModel
+from tests.test_model_predict import lively_model
+
+VARIANT = "rtmo-s"
+SIDE = 640
+MAX_DET = 100  # the predictor's default
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, SIDE, SIDE, generator=gen) * 255
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, RTMOModel]:
+    # Calibrated random weights: tens of people-like survivors per image, like a trained model.
+    kernels = lively_model(VARIANT)
+    reference = copy.deepcopy(kernels)
+    reference.use_kernels = False
+    fused = copy.deepcopy(kernels).reparameterize()
+    return {"kernels": kernels, "reference": reference, "kernels_reparameterized": fused}
+
+
+@pytest.mark.parametrize("mode", ["kernels", "reference", "kernels_reparameterized"])
+def test_predict_rtmo_s_640(benchmark, models, image, mode):
+    model = models[mode]
+    benchmark.group = f"{VARIANT} {SIDE}x{SIDE} CPU predict, {torch.get_num_threads()} threads"
+    benchmark.extra_info.update(variant=VARIANT, input=[1, 3, SIDE, SIDE], max_det=MAX_DET)
+    with torch.inference_mode():
+        model.predict(image, max_det=MAX_DET)  # warm-up
+        result = benchmark.pedantic(
+            model.predict, args=(image,), kwargs={"max_det": MAX_DET}, rounds=5, iterations=1
+        )
+    benchmark.extra_info["detections"] = len(result[0]["scores"])
