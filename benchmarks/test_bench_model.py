@@ -47,3 +47,12 @@ def test_predict_rtmo_s_640(benchmark, models, image, mode):
             model.predict, args=(image,), kwargs={"max_det": MAX_DET}, rounds=5, iterations=1
         )
     benchmark.extra_info["detections"] = len(result[0]["scores"])
+
+
+def test_network_only_rtmo_s_640(benchmark, models, image):
+    """The dense forward alone (backbone, neck, head convs): what the post-process adds to."""
+    model = models["kernels"]
+    benchmark.group = f"{VARIANT} {SIDE}x{SIDE} CPU predict, {torch.get_num_threads()} threads"
+    with torch.inference_mode():
+        model(image)
+        benchmark.pedantic(model, args=(image,), rounds=5, iterations=1)

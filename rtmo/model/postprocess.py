@@ -8,8 +8,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+import rtmo_kernels
 from rtmo.model.dcc import DCC
 from rtmo.model.head import DenseOutputs, decode_boxes
+from rtmo_kernels.reference.nms_padded import nms_padded as reference_nms_padded
 
 
 class PaddedPredictions(NamedTuple):
@@ -51,12 +53,8 @@ def _select(
 ) -> tuple[Tensor, Tensor]:
     """keep (B, max_det) int64 padded with -1 and num_kept (B,): score > thr, greedy IoU NMS."""
     if use_kernels:
-        import rtmo_kernels
-
         return rtmo_kernels.nms_padded(boxes, scores, nms_thr, score_thr, max_det, backend=backend)
-    from rtmo_kernels.reference.nms_padded import nms_padded
-
-    return nms_padded(boxes, scores, nms_thr, score_thr, max_det)
+    return reference_nms_padded(boxes, scores, nms_thr, score_thr, max_det)
 
 
 def postprocess_padded(
