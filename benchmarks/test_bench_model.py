@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rtmo.model import RTMOModel
+from rtmo.model.postprocess import postprocess_padded, split_predictions
 from tests.test_model_predict import lively_model
 
 VARIANT = "rtmo-s"
@@ -56,3 +57,23 @@ def test_network_only_rtmo_s_640(benchmark, models, image):
     with torch.inference_mode():
         model(image)
         benchmark.pedantic(model, args=(image,), rounds=5, iterations=1)
+
+
+@pytest.mark.parametrize("mode", ["kernels", "reference"])
+def test_postprocess_rtmo_s_640(benchmark, models, image, mode):
+    """Threshold + NMS + DCC + split from fixed dense outputs: the part the kernels replace."""
+    model = models[mode]
+    benchmark.group = f"{VARIANT} {SIDE}x{SIDE} CPU post-process, {torch.get_num_threads()} threads"
+    with torch.inference_mode():
+        dense = model(image)
+        size = (SIDE, SIDE)
+
+        def run():
+            padded = postprocess_padded(
+                dense, model.head.dcc, size, 0.1, 0.65, MAX_DET, model.use_kernels, "auto"
+            )
+            return split_predictions(padded)
+
+        run()
+        result = benchmark.pedantic(run, rounds=20, iterations=1)
+    benchmark.extra_info["detections"] = len(result[0]["scores"])
