@@ -36,7 +36,7 @@ from rtmo.model.head import decode_boxes, grid_priors
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("dets", "keypoints")
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on (TensorRT 8.6+ parses it)
-MIN_OPSET = 11  # NonMaxSuppression with a per-batch max, TopK with a tensor k, ScatterND
+MIN_OPSET = 14  # the encoder's scaled_dot_product_attention exports from opset 14 on
 # Keys of the file's metadata_props, read back by `rtmo.onnx_runtime`.
 META_KEYS = ("rtmo_variant", "input_size", "max_det", "score_thr", "nms_thr", "fp16")
 
@@ -171,8 +171,8 @@ class ExportableRTMO(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         net_dtype = torch.float16 if self.fp16 else torch.float32
         dense = self.model(images.to(net_dtype))
-        # The post-process runs in fp32 whatever the network's dtype: fp16 has 0.5 px spacing
-        # above 512 px.
+        # The post-process (DCC included) runs in fp32 whatever the network's dtype: fp16 has
+        # 0.5 px spacing above 512 px.
         scores = dense.cls_logits.float().sigmoid()
         boxes = decode_boxes(dense.bbox_preds.float(), self.priors, self.strides)
         selected = _NonMaxSuppression.apply(
@@ -187,7 +187,7 @@ class ExportableRTMO(nn.Module):
         valid = top_scores > 0
         boxes = _rows(boxes, top).flatten(0, 1)
         dcc = self.model.head.dcc
-        feats = dcc.keypoint_features(_rows(dense.pose_vecs, top).flatten(0, 1))
+        feats = dcc.keypoint_features(_rows(dense.pose_vecs.float(), top).flatten(0, 1))
         query_x, query_y = dcc.queries(feats)
         keypoints = decode_keypoints(
             query_x,
@@ -242,9 +242,9 @@ def export_onnx(
             (416x416 for t, else 640x640). The priors and positional encoding are fixed to it.
         max_det: detection slots per image (mmdeploy's keep_top_k is 50).
         dynamic_batch: batch axis dynamic ("batch"); else fixed to 1.
-        fp16: network weights and activations in float16 (input and outputs stay float32; the
-            box/keypoint decode and NMS run in float32).
-        opset: ONNX opset, 11 or higher (default 17).
+        fp16: the convolutional network's weights and activations in float16 (input and outputs
+            stay float32; box decode, NMS and the DCC run in float32).
+        opset: ONNX opset, 14 or higher (default 17).
         score_thr, nms_thr: baked into the graph; default the variant's (0.1, 0.65).
     Raises:
         TypeError / ValueError for a bad argument, naming it.
@@ -258,7 +258,10 @@ def export_onnx(
     _check_arguments(size, max_det, opset, score_thr, nms_thr)
     wrapper = ExportableRTMO(prepare_model(model, size), size, max_det, score_thr, nms_thr, fp16)
     if fp16:
-        wrapper.model.half()
+        # The convolutional network only: the DCC runs on max_det instances (negligible cost)
+        # and keeps float32 like the decode it feeds.
+        for part in (wrapper.model.backbone, wrapper.model.neck, wrapper.model.head.head_module):
+            part.half()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
