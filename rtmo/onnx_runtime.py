@@ -13,6 +13,7 @@ Files without our metadata (e.g. mmdeploy's) run too, with their input size read
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from rtmo.config import RTMOConfig, from_name
 from rtmo.export import INPUT_NAME, OUTPUT_NAMES
+from rtmo.model import RTMOModel
 
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 # Tolerance when comparing a requested threshold with the one stored as text in the file.
@@ -49,10 +51,12 @@ class OnnxRuntimeModel:
         path: str | os.PathLike,
         providers: list[str] | None = None,
         threads: int | None = None,
+        variant: str | None = None,
     ) -> None:
         """path: an .onnx file from `rtmo.export.export_onnx` (or mmdeploy's RTMO export).
         providers: onnxruntime execution providers, default CUDA (if present) then CPU.
-        threads: intra-op threads (default: onnxruntime's choice)."""
+        threads: intra-op threads (default: onnxruntime's choice).
+        variant: the RTMO variant (e.g. "rtmo-s") of a file that does not record it."""
         import onnxruntime
 
         self.path = Path(path)
@@ -66,9 +70,8 @@ class OnnxRuntimeModel:
         )
         self._check_interface()
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.config: RTMOConfig | None = (
-            from_name(meta["rtmo_variant"]) if "rtmo_variant" in meta else None
-        )
+        name = variant or meta.get("rtmo_variant")
+        self.config: RTMOConfig | None = from_name(name) if name else None
         dets, keypoints = self.session.get_outputs()
         h, w = self.session.get_inputs()[0].shape[2:]
         self.input_size: tuple[int, int] = _parse_size(meta.get("input_size")) or (w, h)
@@ -85,6 +88,29 @@ class OnnxRuntimeModel:
         self.score_thr = float(meta["score_thr"]) if "score_thr" in meta else None
         self.nms_thr = float(meta["nms_thr"]) if "nms_thr" in meta else None
         self.fp16 = meta.get("fp16") == "True"
+        if self.config is not None and self.config.num_keypoints != self.num_keypoints:
+            raise ValueError(
+                f"{self.path}: the graph outputs {self.num_keypoints} keypoints but variant "
+                f"{self.config.name} has {self.config.num_keypoints}"
+            )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: RTMOModel,
+        path: str | os.PathLike | None = None,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        **export_options: Any,
+    ) -> OnnxRuntimeModel:
+        """Exports `model` (`rtmo.export.export_onnx` options: input_size, max_det, fp16,
+        score_thr, nms_thr, ...) to `path`, default a file in a new temporary folder, and
+        opens it."""
+        from rtmo.export import export_onnx
+
+        if path is None:
+            path = Path(tempfile.mkdtemp(prefix="rtmo-onnx-")) / f"{model.config.name}.onnx"
+        return cls(export_onnx(model, path, **export_options), providers, threads)
 
     def __repr__(self) -> str:
         name = self.config.name if self.config else "RTMO"

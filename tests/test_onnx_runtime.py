@@ -88,7 +88,7 @@ def crowded(tmp_path_factory):
     images = noise_images(3, (160, 160), seed=1)
     model = calibrated_model("rtmo-t", images, centre_logit=0.0)
     path = export_onnx(model, tmp_path_factory.mktemp("t") / "t.onnx", (160, 160), MAX_DET)
-    return model, OnnxRuntimeModel(path, threads=2), images
+    return model, OnnxRuntimeModel(path, threads=2), images, float64_predictions(model, images)
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +97,18 @@ def sparse(tmp_path_factory):
     images = noise_images(3, (192, 224), seed=2)
     model = calibrated_model("rtmo-s-crowd", images, centre_logit=-5.0, seed=1)
     path = export_onnx(model, tmp_path_factory.mktemp("s") / "s.onnx", (192, 224), MAX_DET)
-    return model, OnnxRuntimeModel(path, threads=2), images
+    return model, OnnxRuntimeModel(path, threads=2), images, float64_predictions(model, images)
 
 
-def float64_predictions(model: RTMOModel, images: torch.Tensor, **options) -> list[dict]:
+def float64_predictions(
+    model: RTMOModel, images: torch.Tensor, max_det: int = MAX_DET, **options
+) -> list[dict]:
     """The same model's prediction in float64 through the reference ops: the truth that both
-    float32 runs are measured against."""
+    float32 runs are measured against (each image's result does not depend on the batch)."""
     model64 = copy.deepcopy(model).double()
     model64.use_kernels = False
     with torch.no_grad():
-        return model64.predict(images.double(), **options)
+        return model64.predict(images.double(), max_det=max_det, **options)
 
 
 def assert_same_people(expected: list[dict], actual: list[dict], truth: list[dict]) -> None:
@@ -129,18 +131,18 @@ def assert_same_people(expected: list[dict], actual: list[dict], truth: list[dic
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_more_people_than_slots_matches_torch(crowded, batch):
-    model, runner, images = crowded
+    model, runner, images, truth = crowded
     images = images[:batch]
     with torch.no_grad():
         expected = model.predict(images, max_det=MAX_DET)
     actual = runner.predict(images)
     assert all(len(r["scores"]) == MAX_DET for r in expected)  # the slots are the limit
-    assert_same_people(expected, actual, float64_predictions(model, images, max_det=MAX_DET))
+    assert_same_people(expected, actual, truth[:batch])
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_fewer_people_than_slots_matches_torch(sparse, batch):
-    model, runner, images = sparse
+    model, runner, images, truth = sparse
     images = images[:batch]
     with torch.no_grad():
         expected = model.predict(images, max_det=MAX_DET)
@@ -148,13 +150,13 @@ def test_fewer_people_than_slots_matches_torch(sparse, batch):
     counts = [len(r["scores"]) for r in expected]
     assert all(0 < n < MAX_DET for n in counts), counts
     assert actual[0]["keypoints"].shape[1:] == (14, 2)
-    assert_same_people(expected, actual, float64_predictions(model, images, max_det=MAX_DET))
+    assert_same_people(expected, actual, truth[:batch])
 
 
 def test_nms_acts_in_the_graph(crowded):
     """The calibrated boxes overlap, so suppression changes who is kept: the graph's people are
     those of the torch NMS at 0.65, not the top scores without NMS."""
-    model, runner, images = crowded
+    model, runner, images, _ = crowded
     with torch.no_grad():
         without_nms = model.predict(images, nms_thr=1.0, max_det=MAX_DET)
     actual = runner.predict(images)
@@ -187,7 +189,7 @@ def test_fp16_graph_finds_the_same_people(tmp_path):
 
 
 def test_padding_rows_are_zero(sparse):
-    _, runner, images = sparse
+    _, runner, images, _ = sparse
     dets, keypoints = runner.run(images)
     assert dets.shape == (3, MAX_DET, 5)
     assert keypoints.shape == (3, MAX_DET, 14, 3)
@@ -207,7 +209,14 @@ def test_nobody_in_the_image(tmp_path):
     with torch.no_grad():
         for conv in model.head.head_module.out_cls:
             conv.bias.fill_(-30.0)
-    runner = OnnxRuntimeModel(export_onnx(model, tmp_path / "empty.onnx", (64, 64), 10))
+    runner = OnnxRuntimeModel.from_model(
+        model, tmp_path / "empty.onnx", input_size=(64, 64), max_det=10
+    )
+    assert runner.path == tmp_path / "empty.onnx"
+    with pytest.raises(
+        ValueError, match="outputs 17 keypoints but variant rtmo-s-crowdpose has 14"
+    ):
+        OnnxRuntimeModel(runner.path, variant="rtmo-s-crowd")
     images = noise_images(2, (64, 64), seed=3)
     dets, keypoints = runner.run(images)
     assert not dets.any()
@@ -220,16 +229,19 @@ def test_nobody_in_the_image(tmp_path):
 
 
 def test_stricter_options_filter_like_torch(crowded):
-    model, runner, images = crowded
+    model, runner, images, truth = crowded
     with torch.no_grad():
         expected = model.predict(images, score_thr=0.5, max_det=7)
     actual = runner.predict(images, score_thr=0.5, nms_thr=0.65, max_det=7)
-    truth = float64_predictions(model, images, score_thr=0.5, max_det=7)
+    truth = [
+        {key: value[(r["scores"] > 0.5).nonzero()[:7, 0]] for key, value in r.items()}
+        for r in truth
+    ]
     assert_same_people(expected, actual, truth)
 
 
 def test_metadata(crowded):
-    _, runner, _ = crowded
+    _, runner, _, _ = crowded
     assert runner.config.name == "rtmo-t-body7"
     assert runner.input_size == (160, 160)
     assert (runner.max_det, runner.num_keypoints) == (MAX_DET, 17)
@@ -247,7 +259,7 @@ def test_metadata(crowded):
     ],
 )
 def test_options_the_graph_cannot_give(crowded, options, match):
-    _, runner, images = crowded
+    _, runner, images, _ = crowded
     with pytest.raises(ValueError, match=match):
         runner.predict(images, **options)
 
@@ -263,13 +275,13 @@ def test_options_the_graph_cannot_give(crowded, options, match):
     ],
 )
 def test_bad_images(crowded, images, error, match):
-    _, runner, _ = crowded
+    _, runner, _, _ = crowded
     with pytest.raises(error, match=match):
         runner.predict(images)
 
 
 def test_numpy_input_and_float64(crowded):
-    _, runner, images = crowded
+    _, runner, images, _ = crowded
     expected = runner.predict(images[:1])
     actual = runner.predict(images[:1].double().numpy())
     torch.testing.assert_close(actual[0]["keypoints"], expected[0]["keypoints"])
