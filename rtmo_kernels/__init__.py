@@ -6,5 +6,15 @@ of them can run here.
 """
 
 from rtmo_kernels._backend import BackendStatus, BackendUnavailableError, backends
+from rtmo_kernels.ops.batched_nms import batched_nms
+from rtmo_kernels.ops.dcc_decode import dcc_decode
+from rtmo_kernels.ops.nms_padded import nms_padded
 
-__all__ = ["BackendStatus", "BackendUnavailableError", "backends"]
+__all__ = [
+    "BackendStatus",
+    "BackendUnavailableError",
+    "backends",
+    "batched_nms",
+    "dcc_decode",
+    "nms_padded",
+]
