@@ -34,6 +34,7 @@ from torchvision.ops import nms
 
 from rtmo.model import RTMOModel
 from rtmo.model.head import decode_boxes, grid_priors
+from rtmo_kernels.reference.dcc import dcc_decode
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("dets", "keypoints")
@@ -72,37 +73,6 @@ class FixedPositionalEncoding(nn.Module):
                 f"stride-32 grid, got {h}x{w}: export again for another input size"
             )
         return self.table
-
-
-def decode_keypoints(
-    query_x: Tensor,
-    query_y: Tensor,
-    boxes: Tensor,
-    priors: Tensor,
-    num_bins: tuple[int, int],
-    padding: float,
-    temperature: float,
-) -> Tensor:
-    """The folded DCC decode (ARCHITECTURE.md, rtmo::dcc_decode, mode "expectation") written
-    with ops every ONNX runtime has; computed in the boxes' dtype (float32 in the graph).
-
-    query_x, query_y (N, K, D) folded queries, boxes (N, 4) xyxy, priors (N, 2)
-    -> keypoints (N, K, 2). Bins b_i = (-0.5 + i/(B-1)) * padding * size + centre,
-    phi(r) = [cos(r w), sin(r w)] with w_j = temperature^(-j/F), x = sum_i softmax(<q, phi>)_i b_i.
-    """
-    half, dtype = query_x.shape[-1] // 2, boxes.dtype
-    freqs = temperature ** (-torch.arange(half, dtype=dtype, device=boxes.device) / half)
-    coords = []
-    for axis, query in enumerate((query_x, query_y)):
-        count = num_bins[axis]
-        unit = torch.arange(count, dtype=dtype, device=boxes.device) / (count - 1) - 0.5
-        lo, hi = boxes[:, axis : axis + 1], boxes[:, axis + 2 : axis + 3]
-        bins = unit * ((hi - lo) * padding) + (lo + hi) / 2  # (N, B)
-        angles = (bins - priors[:, axis : axis + 1])[..., None] * freqs  # (N, B, F)
-        encoding = torch.cat([angles.cos(), angles.sin()], dim=-1)  # (N, B, D)
-        probs = torch.softmax(query.to(dtype) @ encoding.transpose(1, 2), dim=-1)  # (N, K, B)
-        coords.append((probs * bins[:, None, :]).sum(-1))
-    return torch.stack(coords, dim=-1)
 
 
 class _NonMaxSuppression(torch.autograd.Function):
@@ -191,7 +161,9 @@ class ExportableRTMO(nn.Module):
         dcc = self.model.head.dcc
         feats = dcc.keypoint_features(_rows(dense.pose_vecs.float(), top).flatten(0, 1))
         query_x, query_y = dcc.queries(feats)
-        keypoints = decode_keypoints(
+        # The readable folded decode is made of Sin/Cos/MatMul/Softmax/ReduceSum only; its unused
+        # confidence output is dropped from the graph.
+        keypoints, _ = dcc_decode(
             query_x,
             query_y,
             boxes,
