@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import nms
 
+import rtmo_kernels
 from rtmo.model import RTMOModel
 from rtmo.model.head import decode_boxes, grid_priors
 from rtmo_kernels.reference.dcc import dcc_decode
@@ -86,12 +86,10 @@ class _NonMaxSuppression(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, boxes: Tensor, scores: Tensor, max_det: int, iou_thr: float, score_thr: float):
-        rows = []
-        for b in range(boxes.shape[0]):
-            candidates = torch.nonzero(scores[b] > score_thr)[:, 0]
-            keep = candidates[nms(boxes[b, candidates], scores[b, candidates], iou_thr)[:max_det]]
-            rows.append(torch.stack([torch.full_like(keep, b), torch.zeros_like(keep), keep], 1))
-        return torch.cat(rows)
+        keep, _ = rtmo_kernels.nms_padded(boxes, scores, iou_thr, score_thr, max_det)
+        image = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)
+        valid = keep >= 0
+        return torch.stack([image[valid], torch.zeros_like(keep[valid]), keep[valid]], dim=1)
 
     @staticmethod
     def symbolic(g, boxes, scores, max_det: int, iou_thr: float, score_thr: float):
