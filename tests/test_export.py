@@ -186,3 +186,48 @@ def test_bad_arguments(tmp_path, kwargs, error, match):
 def test_not_a_model(tmp_path):
     with pytest.raises(TypeError, match="model must be an RTMOModel, got Linear"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+
+
+def test_export_command(tmp_path, capsys):
+    """`rtmo export`'s arguments and run: a published-layout checkpoint in, an ONNX file out."""
+    import argparse
+
+    from checkpoints import write_published_checkpoint
+
+    from rtmo.export import add_cli_arguments, run_cli
+
+    checkpoint = write_published_checkpoint(random_model("rtmo-t"), tmp_path / "t.pth")
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    out = tmp_path / "out" / "t.onnx"
+    args = parser.parse_args(
+        [
+            *("--checkpoint", str(checkpoint), "--out", str(out), "--input-size", "96x64"),
+            *("--max-det", "7", "--no-dynamic-batch"),
+        ]
+    )
+    assert run_cli(args) == 0
+    assert f"rtmo-t-body7 exported to {out}" in capsys.readouterr().err
+    runner = OnnxRuntimeModel(out)
+    assert (runner.input_size, runner.max_det, runner.config.name) == ((96, 64), 7, "rtmo-t-body7")
+    inputs = runner.session.get_inputs()
+    assert inputs[0].shape == [1, 3, 64, 96]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("640x480", (640, 480)), ("416", (416, 416)), ("320,256", (320, 256))]
+)
+def test_input_size_argument(text, size):
+    from rtmo.export import parse_input_size
+
+    assert parse_input_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "axb", "1x2x3"])
+def test_bad_input_size_argument(text):
+    import argparse
+
+    from rtmo.export import parse_input_size
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected WxH or a single side"):
+        parse_input_size(text)
