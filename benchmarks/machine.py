@@ -73,19 +73,25 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-@functools.lru_cache(maxsize=1)
-def machine_rates() -> MachineRates:
-    """Measured once per process; later benchmarks in the same run reuse the numbers."""
-    return MachineRates(
-        sgemm_gflops=measure_sgemm_gflops(),
-        memcpy_gbps=measure_memcpy_gbps(),
-        threads=torch.get_num_threads(),
-        cpu=_cpu_name(),
-        logical_cpus=os.cpu_count() or 0,
-        torch_version=torch.__version__,
-    )
+@functools.lru_cache(maxsize=8)
+def machine_rates(threads: int) -> MachineRates:
+    """Rates at `threads` torch threads, measured once per process and thread count; later
+    benchmarks in the same run reuse them. The caller's thread setting is restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return MachineRates(
+            sgemm_gflops=measure_sgemm_gflops(),
+            memcpy_gbps=measure_memcpy_gbps(),
+            threads=threads,
+            cpu=_cpu_name(),
+            logical_cpus=os.cpu_count() or 0,
+            torch_version=torch.__version__,
+        )
+    finally:
+        torch.set_num_threads(previous)
 
 
-def machine_info() -> dict:
-    """The rates as a plain dict for a benchmark's extra_info."""
-    return asdict(machine_rates())
+def machine_info(threads: int | None = None) -> dict:
+    """The rates at `threads` (default: torch's current setting) as a dict for extra_info."""
+    return asdict(machine_rates(threads or torch.get_num_threads()))

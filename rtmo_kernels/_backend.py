@@ -7,6 +7,7 @@ process-wide. A forced backend that cannot run raises a `BackendUnavailableError
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -47,15 +48,26 @@ def extension() -> ModuleType | None:
     return _C
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.cache
+def _gpu_present() -> bool:
+    # Cached: every op call resolves its backend, and the uncached probes cost 14-110 us per call.
+    return torch.cuda.is_available()
+
+
 def triton_interpreted() -> bool:
     """True when Triton kernels run through the interpreter on CPU tensors (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _triton_status() -> BackendStatus:
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         return BackendStatus(False, "triton is not installed")
-    if torch.cuda.is_available():
+    if _gpu_present():
         return BackendStatus(True, "CUDA GPU")
     if triton_interpreted():
         return BackendStatus(True, "interpreter on CPU tensors (TRITON_INTERPRET=1)")
@@ -67,29 +79,39 @@ def _cuda_status() -> BackendStatus:
         return BackendStatus(False, _C_ERROR)
     if not _C.cuda_kernels_compiled():
         return BackendStatus(False, "rtmo_kernels._C was built without the CUDA kernels")
-    if not torch.cuda.is_available():
+    if not _gpu_present():
         return BackendStatus(False, "no CUDA GPU (the CUDA kernels are compiled in)")
     return BackendStatus(True, "CUDA GPU")
 
 
+def _reference_status() -> BackendStatus:
+    return BackendStatus(True, "pure PyTorch")
+
+
+def _cpu_status() -> BackendStatus:
+    return BackendStatus(True, "C++ CPU kernels") if _C else BackendStatus(False, _C_ERROR)
+
+
+_STATUS = {
+    "reference": _reference_status,
+    "cpu": _cpu_status,
+    "cuda": _cuda_status,
+    "triton": _triton_status,
+}
+
+
 def backends() -> dict[str, BackendStatus]:
     """Every backend with whether it is available here and why (not)."""
-    return {
-        "reference": BackendStatus(True, "pure PyTorch"),
-        "cpu": BackendStatus(True, "C++ CPU kernels") if _C else BackendStatus(False, _C_ERROR),
-        "cuda": _cuda_status(),
-        "triton": _triton_status(),
-    }
+    return {name: status() for name, status in _STATUS.items()}
 
 
 def _auto_backend(device: torch.device) -> str:
-    status = backends()
-    if device.type == "cuda":
-        for name in ("triton", "cuda"):
-            if status[name].available:
-                return name
-        return "reference"
-    return "cpu" if status["cpu"].available else "reference"
+    # Only the candidates for this device are probed: this runs on every op call.
+    candidates = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
+    for name in candidates:
+        if _STATUS[name]().available:
+            return name
+    return "reference"
 
 
 def _check_device(backend: str, device: torch.device, op: str) -> None:
@@ -115,7 +137,7 @@ def resolve_backend(requested: str, device: torch.device, op: str) -> str:
             f"{op}: unknown backend {requested!r}; expected 'auto' or one of {BACKEND_NAMES}"
         )
     _check_device(requested, device, op)
-    status = backends()[requested]
+    status = _STATUS[requested]()
     if not status.available:
         raise BackendUnavailableError(
             f"{op}: backend {requested!r} is unavailable: {status.reason}"

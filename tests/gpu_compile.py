@@ -149,7 +149,7 @@ def ptxas_resources(cu_file: str | Path, sm: int | Sequence[int]) -> list[Kernel
 
 
 def _compile_triton_here(
-    fn_path: str, signature: dict, constexprs: dict, capability: int, num_warps: int
+    fn_path: str, signature: dict, constexprs: dict, capability: int, options: dict
 ) -> dict:
     import importlib
 
@@ -162,9 +162,7 @@ def _compile_triton_here(
     # TRITON_DUMP_PTXAS_LOG=1 (set by the parent) prints the report of Triton's own ptxas run.
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
-        compiled = triton.compile(
-            source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps}
-        )
+        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
     ptx, cubin = compiled.asm["ptx"], compiled.asm["cubin"]
     (resources,) = [r for r in parse_ptxas(log.getvalue()) if r.kernel == fn.__name__]
     return {
@@ -176,18 +174,26 @@ def _compile_triton_here(
 
 
 def compile_triton(
-    fn_path: str, signature: dict, constexprs: dict, capability: int, num_warps: int
+    fn_path: str,
+    signature: dict,
+    constexprs: dict,
+    capability: int,
+    num_warps: int,
+    options: dict | None = None,
 ) -> CompiledTriton:
     """Compiles the @triton.jit function `fn_path` ("package.module:function") for sm_<capability>.
 
     signature maps every argument to its Triton type ("*fp32", "i32", "fp64", "constexpr");
-    constexprs gives the constexpr values. Runs in a child process without TRITON_INTERPRET.
+    constexprs gives the constexpr values; options are the launch's other compile options (e.g.
+    enable_fp_fusion), so the checked program is the one the dispatcher launches. Runs in a child
+    process without TRITON_INTERPRET.
     """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DUMP_PTXAS_LOG"] = "1"
     env["TRITON_ALWAYS_COMPILE"] = "1"  # a cache hit would skip ptxas and its report
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    request = json.dumps([fn_path, signature, constexprs, capability, num_warps])
+    compile_options = {**(options or {}), "num_warps": num_warps}
+    request = json.dumps([fn_path, signature, constexprs, capability, compile_options])
     script = (
         "import json, sys; from gpu_compile import _compile_triton_here; "
         "print(json.dumps(_compile_triton_here(*json.loads(sys.argv[1]))))"

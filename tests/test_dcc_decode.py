@@ -40,6 +40,17 @@ def test_matches_float64_reference(backend, n, k, d, num_bins, mode):
     assert_matches_oracle(result, inputs, num_bins=num_bins, mode=mode)
 
 
+@pytest.mark.parametrize("mode", ["expectation", "argmax"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_many_keypoints_and_tiny_dimension(backend, mode):
+    # K = 40: two Triton keypoint blocks, CPU blocks of 6 plus a remainder of 4. D = 2: a single
+    # frequency, padded to the 16 rows tl.dot needs.
+    for k, d in ((40, 16), (5, 2)):
+        inputs = make_inputs(2, k, d, seed=k, query_scale=3.0)
+        result = _run(inputs, backend, num_bins=(5, 17), mode=mode)
+        assert_matches_oracle(result, inputs, num_bins=(5, 17), mode=mode)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_half_precision_inputs_accumulate_in_float32(backend, dtype):

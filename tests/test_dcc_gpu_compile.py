@@ -33,16 +33,18 @@ def _signature(query_dtype: str, constexprs: dict) -> dict[str, str]:
     return signature
 
 
-# RTMO (K = 17, D = 128) in both modes and dtypes; the odd shape (K = 14, D = 64) once.
+# (capability, K, D, query dtype, argmax): RTMO's configuration (K = 17, D = 128) on both sms; the
+# other constexprs (argmax, BLOCK_F = 32 of the odd shape K = 14, D = 64) and dtypes once each,
+# to keep the suite's time (~5 s per compile).
 TRITON_CASES = [
-    (17, 128, "fp32", False),
-    (17, 128, "bf16", True),
-    (14, 64, "fp16", False),
+    (80, 17, 128, "fp32", False),
+    (90, 17, 128, "fp32", False),
+    (90, 17, 128, "bf16", True),
+    (80, 14, 64, "fp16", False),
 ]
 
 
-@pytest.mark.parametrize("capability", CAPABILITIES)
-@pytest.mark.parametrize(("k", "d", "query_dtype", "argmax"), TRITON_CASES)
+@pytest.mark.parametrize(("capability", "k", "d", "query_dtype", "argmax"), TRITON_CASES)
 def test_triton_kernel_compiles_ahead_of_time(capability, k, d, query_dtype, argmax):
     cfg = triton_config(k, d)
     constexprs = cfg.constexprs(axis=1, argmax=argmax)

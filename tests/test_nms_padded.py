@@ -175,7 +175,12 @@ def test_fullgraph_compile():
 
 
 def test_batch_large_enough_for_the_parallel_path():
-    # 17 x 2000 boxes is above the CPU kernel's threshold for running images in parallel.
+    # 17 x 2000 boxes is above the CPU kernel's threshold for running images in parallel: each row
+    # equals the serial one-image call, itself checked against the reference elsewhere.
     boxes, scores = batch_of_images(2000, 17, seed=13)
-    expected = nms_padded_reference(boxes, scores, 0.65, 0.3, 40)
-    assert_same(rtmo_kernels.nms_padded(boxes, scores, 0.65, 0.3, 40, backend="cpu"), expected)
+    keep, num = rtmo_kernels.nms_padded(boxes, scores, 0.65, 0.3, 40, backend="cpu")
+    for i in range(17):
+        one = rtmo_kernels.nms_padded(boxes[i : i + 1], scores[i : i + 1], 0.65, 0.3, 40)
+        assert_same((keep[i : i + 1], num[i : i + 1]), one)
+    expected = nms_padded_reference(boxes[:1], scores[:1], 0.65, 0.3, 40)
+    assert_same((keep[:1], num[:1]), expected)

@@ -1,0 +1,255 @@
+"""`RTMO`: images in, `Poses` out. Loads a model, letterboxes a batch, runs one forward, maps the
+people back to each image's pixels."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, to_bgr_uint8
+from rtmo.results import Poses
+from rtmo.sources import read_image
+
+ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def default_device() -> str:
+    """The device used when none is given: "cuda" when a GPU is visible, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class RTMO:
+    """RTMO multi-person pose estimator.
+
+    RTMO.from_checkpoint("rtmo-s_8xb32-600e_coco-640x640-8db55a59_20231211.pth") loads an official
+    mmpose checkpoint; RTMO("rtmo-s") builds the model with random weights (for benchmarking).
+
+    Calling it on one image (a path, an HxWxC uint8/uint16 BGR array or a (3, H, W) BGR 0..255
+    tensor) returns `Poses`; a list of images, or a (B, 3, H, W) tensor, returns a list of `Poses`
+    from a single batched forward pass.
+
+    Options: score_thr (person score threshold), nms_thr (box IoU above which the lower-scored
+    person is dropped), max_det (people per image), dtype ("fp32", or "fp16"/"bf16" on a GPU),
+    backend (kernel backend: "auto", "cpu", "cuda", "triton" or "reference"), use_kernels
+    (False runs the post-process in plain PyTorch, as mmpose does, instead of the fused kernels),
+    fuse (fold RepVGG branches and BatchNorms for inference; a model passed in is modified in
+    place), trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you
+    trust).
+    """
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module = "rtmo-s",
+        checkpoint: str | os.PathLike | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype = "fp32",
+        backend: str = "auto",
+        score_thr: float = 0.1,
+        nms_thr: float = 0.65,
+        max_det: int = 100,
+        trust_checkpoint: bool = False,
+        use_kernels: bool = True,
+        fuse: bool = True,
+    ) -> None:
+        self.device = torch.device(device or default_device())
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.backend = backend
+        self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
+        if isinstance(model, torch.nn.Module):
+            if checkpoint is not None:
+                raise ValueError("give a model name with `checkpoint`, not a built model")
+            net = model
+        elif checkpoint is not None:
+            from rtmo.checkpoint import load_model
+
+            net = load_model(
+                checkpoint,
+                model,
+                trust_checkpoint=trust_checkpoint,
+                use_kernels=use_kernels,
+                device=str(self.device),
+            )
+        else:
+            from rtmo.config import from_name
+            from rtmo.model import RTMOModel
+
+            warnings.warn(
+                f"{model}: no checkpoint given, the model has random weights and its predictions "
+                "are meaningless (fine for benchmarking); use RTMO.from_checkpoint(path) to load "
+                "official weights",
+                UserWarning,
+                stacklevel=2,
+            )
+            net = RTMOModel(from_name(model), use_kernels=use_kernels)
+        net = net.eval()
+        if fuse and hasattr(net, "reparameterize"):
+            # RepVGG branches and BatchNorms folded into convolutions: same outputs, fewer ops.
+            net.reparameterize()
+        self.model = net.to(device=self.device, dtype=self.dtype)
+        self.config = self.model.config
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, variant: str | None = None, **options: Any
+    ) -> RTMO:
+        """Loads an official mmpose RTMO checkpoint (.pth); the variant (e.g. "rtmo-s") is found
+        from the file when not given. Options as for `RTMO(...)`."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        return cls(variant, checkpoint=path, **options)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) of the model input."""
+        return tuple(self.config.input_size)
+
+    def __repr__(self) -> str:
+        return f"RTMO({self.config.name!r}, device={self.device}, dtype={self.dtype})"
+
+    def __call__(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        score_thr: float | None = None,
+        nms_thr: float | None = None,
+        max_det: int | None = None,
+    ) -> Poses | list[Poses]:
+        """Poses for one image, or a list of Poses for a list of images or a 4-D tensor."""
+        options = {"score_thr": score_thr, "nms_thr": nms_thr, "max_det": max_det}
+        if isinstance(images, (list, tuple)):
+            return self.predict(list(images), **options)
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            return self.predict(images, **options)
+        return self.predict([images], **options)[0]
+
+    def predict(
+        self,
+        images: Sequence[ImageInput] | torch.Tensor,
+        *,
+        score_thr: float | None = None,
+        nms_thr: float | None = None,
+        max_det: int | None = None,
+    ) -> list[Poses]:
+        """One batched forward pass over `images` (a list, or a (B, 3, H, W) tensor); one `Poses`
+        per image, in order."""
+        if len(images) == 0:
+            return []
+        start = time.perf_counter()
+        batch, boxes = self._preprocess(images)
+        self._sync()
+        preprocessed = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.model.predict(
+                batch,
+                score_thr=self.score_thr if score_thr is None else score_thr,
+                nms_thr=self.nms_thr if nms_thr is None else nms_thr,
+                max_det=self.max_det if max_det is None else max_det,
+                backend=self.backend,
+            )
+        self._sync()
+        inferred = time.perf_counter()
+        results = [self._to_poses(out, box) for out, box in zip(outputs, boxes, strict=True)]
+        done = time.perf_counter()
+        per_image = 1000.0 / len(images)
+        speed = {
+            "preprocess": (preprocessed - start) * per_image,
+            "inference": (inferred - preprocessed) * per_image,
+            "postprocess": (done - inferred) * per_image,
+        }
+        for poses in results:
+            poses.speed = dict(speed)
+        return results
+
+    def _preprocess(
+        self, images: Sequence[ImageInput] | torch.Tensor
+    ) -> tuple[torch.Tensor, list[Letterbox]]:
+        """Letterboxed (B, 3, h, w) batch on the model's device and dtype, and each placement."""
+        if isinstance(images, torch.Tensor):  # (B, 3, H, W): one warp for the whole batch
+            batch, box = letterbox_tensor(images.to(self.device), self.input_size)
+            return batch.to(self.dtype), [box] * len(images)
+        inputs, boxes = [], []
+        for i, image in enumerate(images):
+            if isinstance(image, torch.Tensor):
+                if image.dim() != 3:
+                    raise ValueError(
+                        f"images[{i}]: a tensor in a list must be (3, H, W), "
+                        f"got shape {tuple(image.shape)}"
+                    )
+                tensor, box = letterbox_tensor(image.to(self.device), self.input_size)
+            else:
+                array = _load(image, i)
+                warped, box = letterbox_image(array, self.input_size)
+                tensor = torch.from_numpy(warped).permute(2, 0, 1).unsqueeze(0)
+            inputs.append(tensor.to(self.device, non_blocking=True))
+            boxes.append(box)
+        batch = torch.cat(inputs).to(self.dtype)
+        return batch, boxes
+
+    def _to_poses(self, output: dict[str, torch.Tensor], box: Letterbox) -> Poses:
+        """One image's predictions in model-input pixels -> Poses in the image's pixels."""
+        host = {k: v.detach().float().cpu().numpy() for k, v in output.items()}
+        keypoints = (
+            box.to_original(host["keypoints"]) if host["keypoints"].size else host["keypoints"]
+        )
+        return Poses(
+            boxes=box.boxes_to_original(host["boxes"]),
+            scores=host["scores"],
+            keypoints=keypoints.reshape(-1, self.config.num_keypoints, 2),
+            keypoint_scores=host["keypoint_scores"].reshape(-1, self.config.num_keypoints),
+            image_size=box.image_size,
+            **layout_of(self.config),
+        )
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def layout_of(config: Any) -> dict[str, Any]:
+    """The keypoint names, skeleton and (RGB) colours of a model config, for `Poses`."""
+    return {
+        "keypoint_names": tuple(config.keypoint_names),
+        "skeleton": tuple(tuple(limb) for limb in config.skeleton),
+        "limb_colors": tuple(tuple(color) for color in config.limb_colors),
+        "keypoint_colors": tuple(tuple(color) for color in config.keypoint_colors),
+    }
+
+
+def _load(image: ImageInput, index: int) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, np.ndarray):
+        return to_bgr_uint8(image)
+    raise TypeError(
+        f"images[{index}]: expected a path, a numpy image or a tensor, got {type(image).__name__}"
+    )
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    if dtype != torch.float32 and device.type != "cuda":
+        raise ValueError(f"dtype {dtype} needs a CUDA device; on {device} use fp32")
+    return dtype

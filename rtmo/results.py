@@ -1,0 +1,145 @@
+"""`Poses`: the people found in one image, in that image's pixels, as NumPy arrays."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# JSON keeps coordinates to 1/1000 pixel and scores to 1e-5: finer digits are float32 noise.
+COORD_DECIMALS = 3
+SCORE_DECIMALS = 5
+
+
+@dataclass
+class Poses:
+    """People found in one image, sorted by decreasing score.
+
+    boxes (float32[n, 4]): x1, y1, x2, y2 in original-image pixels.
+    scores (float32[n]): person score (the classification score, as mmpose reports it).
+    keypoints (float32[n, K, 2]): x, y in original-image pixels.
+    keypoint_scores (float32[n, K]): visibility score of each keypoint, 0..1.
+    image_size: (width, height) of the image the coordinates refer to.
+    keypoint_names, skeleton, limb_colors, keypoint_colors: the keypoint layout, used by `plot`
+        (limbs are pairs of keypoint indices; colours are RGB, as in the model config).
+    speed: milliseconds per image spent in each stage ("preprocess", "inference", "postprocess").
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: np.ndarray
+    keypoint_scores: np.ndarray
+    image_size: tuple[int, int]
+    keypoint_names: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    limb_colors: tuple[tuple[int, int, int], ...] = ()
+    keypoint_colors: tuple[tuple[int, int, int], ...] = ()
+    speed: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        self.keypoint_scores = np.asarray(self.keypoint_scores, dtype=np.float32)
+        n = self.boxes.shape[0]
+        if self.keypoints.ndim != 3 or self.keypoints.shape[2] != 2:
+            raise ValueError(f"keypoints must be (n, K, 2), got {self.keypoints.shape}")
+        num_kpts = self.keypoints.shape[1]
+        expected = {"scores": (n,), "keypoints": (n, num_kpts, 2), "keypoint_scores": (n, num_kpts)}
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(
+                    f"{name} must have shape {shape} to match boxes {self.boxes.shape}, "
+                    f"got {getattr(self, name).shape}"
+                )
+        self._check_layout(num_kpts)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    def _check_layout(self, num_kpts: int) -> None:
+        if self.keypoint_names and len(self.keypoint_names) != num_kpts:
+            raise ValueError(f"{len(self.keypoint_names)} keypoint names for {num_kpts} keypoints")
+        if self.keypoint_colors and len(self.keypoint_colors) != num_kpts:
+            raise ValueError(
+                f"{len(self.keypoint_colors)} keypoint colours for {num_kpts} keypoints"
+            )
+        if self.limb_colors and len(self.limb_colors) != len(self.skeleton):
+            raise ValueError(f"{len(self.limb_colors)} limb colours for {len(self.skeleton)} limbs")
+        for limb in self.skeleton:
+            if len(limb) != 2 or not all(0 <= k < num_kpts for k in limb):
+                raise ValueError(f"limb {limb} must be two keypoint indices in [0, {num_kpts})")
+
+    @classmethod
+    def empty(cls, num_keypoints: int, image_size: tuple[int, int], **layout: Any) -> Poses:
+        """No person: arrays of shapes (0, 4), (0,), (0, K, 2), (0, K)."""
+        return cls(
+            np.zeros((0, 4)),
+            np.zeros((0,)),
+            np.zeros((0, num_keypoints, 2)),
+            np.zeros((0, num_keypoints)),
+            image_size,
+            **layout,
+        )
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.keypoints.shape[1]
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Poses:
+        """A subset of the people (an int keeps the person axis: poses[0] has length 1)."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Poses(
+            self.boxes[index],
+            self.scores[index],
+            self.keypoints[index],
+            self.keypoint_scores[index],
+            self.image_size,
+            self.keypoint_names,
+            self.skeleton,
+            self.limb_colors,
+            self.keypoint_colors,
+            dict(self.speed),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Poses({len(self)} people, {self.num_keypoints} keypoints, "
+            f"image {self.image_size[0]}x{self.image_size[1]})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: image width/height and one entry per person with its bbox [x1, y1,
+        x2, y2], score, keypoints [[x, y], ...] and keypoint_scores [...]."""
+        people = []
+        for i in range(len(self)):
+            people.append(
+                {
+                    "bbox": np.round(self.boxes[i].astype(float), COORD_DECIMALS).tolist(),
+                    "score": round(float(self.scores[i]), SCORE_DECIMALS),
+                    "keypoints": np.round(self.keypoints[i].astype(float), COORD_DECIMALS).tolist(),
+                    "keypoint_scores": np.round(
+                        self.keypoint_scores[i].astype(float), SCORE_DECIMALS
+                    ).tolist(),
+                }
+            )
+        return {"width": self.image_size[0], "height": self.image_size[1], "people": people}
+
+    def to_json(self, **kwargs: Any) -> str:
+        """`to_dict()` as a JSON string; keyword arguments go to `json.dumps`."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def plot(self, image: np.ndarray, kpt_thr: float = 0.3, **style: Any) -> np.ndarray:
+        """A copy of the BGR image (H, W, 3) with boxes, scores, keypoints and limbs drawn.
+
+        Keypoints with a score below `kpt_thr` and limbs touching them are not drawn. `style`
+        goes to `rtmo.visualize.draw_poses` (e.g. `draw_boxes=False`).
+        """
+        from rtmo.visualize import draw_poses
+
+        return draw_poses(image, self, kpt_thr=kpt_thr, **style)

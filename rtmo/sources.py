@@ -1,0 +1,117 @@
+"""What a user can point the predictor at: an image, a folder of images, a video, a webcam; and the
+errors for what it cannot use, each naming the path and the problem."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = frozenset(
+    {".bmp", ".jpeg", ".jpg", ".jp2", ".png", ".pbm", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+)
+VIDEO_EXTENSIONS = frozenset(
+    {".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv"}
+)
+
+
+class SourceError(Exception):
+    """An input the user named cannot be used: missing, unsupported, empty or unreadable."""
+
+
+class ImageReadError(SourceError):
+    """An image file exists but cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved input. kind: "image", "folder", "video" or "webcam"."""
+
+    kind: str
+    name: str  # a short name for output files: the file stem, folder name or "webcam<index>"
+    path: Path | None = None
+    camera: int | None = None
+    images: tuple[Path, ...] = ()
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def resolve_source(text: str) -> Source:
+    """The source a command-line SOURCE names: an existing image, folder or video file, or a
+    webcam index such as "0"."""
+    path = Path(text).expanduser()
+    if text.isdigit() and not path.exists():
+        return Source("webcam", f"webcam{int(text)}", camera=int(text))
+    if not path.exists():
+        raise SourceError(f"{text}: no such file or directory")
+    if path.is_dir():
+        images = tuple(sorted(p for p in path.iterdir() if _is_image_file(p)))
+        if not images:
+            raise SourceError(
+                f"{text}: folder has no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        return Source("folder", path.resolve().name or "root", path=path, images=images)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return Source("image", path.stem, path=path, images=(path,))
+    if suffix in VIDEO_EXTENSIONS:
+        return Source("video", path.stem, path=path)
+    raise SourceError(
+        f"{text}: unsupported source '{suffix or path.name}'; expected an image "
+        f"({', '.join(sorted(IMAGE_EXTENSIONS))}), a video ({', '.join(sorted(VIDEO_EXTENSIONS))}),"
+        " a folder of images or a webcam index"
+    )
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as HxWx3 BGR uint8, decoded as mmpose's LoadImage does (cv2.IMREAD_COLOR:
+    grayscale is repeated, alpha dropped, 16 bits reduced to 8)."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file")
+    if path.is_dir():
+        raise SourceError(f"{path}: is a folder, not an image")
+    # np.fromfile + imdecode instead of cv2.imread: imread reports nothing about why it failed.
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: cannot decode image (corrupt or not an image)")
+    return image
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path` to write to; renames it to `path` when the block ends
+    without error and deletes it otherwise, so `path` is either complete or absent.
+
+    The temporary name keeps the suffix, which OpenCV uses to choose the file format.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not tmp.exists():
+        raise OSError(f"{path}: nothing was written")
+    os.replace(tmp, path)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Writes a BGR image atomically; the format follows the suffix."""
+    with atomic_output(path) as tmp:
+        ok, encoded = cv2.imencode(path.suffix, image)
+        if not ok:
+            raise OSError(f"{path}: cannot encode image as {path.suffix}")
+        encoded.tofile(tmp)

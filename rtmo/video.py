@@ -1,0 +1,169 @@
+"""Video in and out: frames in order with unreadable ones reported, and an output file that is
+complete or absent."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+
+from rtmo.sources import SourceError, atomic_output
+
+# A failed read inside a file is retried on the next frame this many times in a row before the
+# stream is taken to have ended: a damaged stretch of a file is skipped, a dead camera stops.
+MAX_CONSECUTIVE_FAILURES = 25
+DEFAULT_FPS = 30.0  # for streams that do not report theirs (most webcams report 0)
+FOURCCS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last one may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """The items of `items`, produced by a background thread at most `depth` ahead, so that
+    decoding the next frames (cv2 releases the GIL) overlaps inference on the current ones.
+
+    An exception in the producer is raised here. Closing this generator (use
+    `contextlib.closing`) stops and joins the thread.
+    """
+    slots: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple[bool, object]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((True, item)):
+                    return
+            put((True, end))
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            put((False, err))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="rtmo-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item  # type: ignore[misc]
+            if item is end:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
+
+
+class VideoReader:
+    """Frames of a video file or a camera, as (index, BGR uint8 frame), in order.
+
+    Frames that cannot be decoded are skipped; their indices are in `unreadable`.
+    """
+
+    def __init__(self, source: str | Path | int) -> None:
+        self.name = str(source)
+        self._capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        if not self._capture.isOpened():
+            kind = "camera" if isinstance(source, int) else "video"
+            raise SourceError(f"{self.name}: cannot open {kind}")
+        self.is_camera = isinstance(source, int)
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and fps > 0 else DEFAULT_FPS
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 and not self.is_camera else None
+        self.unreadable: list[int] = []
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        index, failures = 0, 0
+        try:
+            while self.frame_count is None or index < self.frame_count:
+                ok, frame = self._capture.read()
+                if ok and frame is not None:
+                    failures = 0
+                    yield index, frame
+                else:
+                    failures += 1
+                    # Past the reported length (or with none) a failed read is the end of stream.
+                    if self.frame_count is None or failures >= MAX_CONSECUTIVE_FAILURES:
+                        break
+                    self.unreadable.append(index)
+                index += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+@contextlib.contextmanager
+def video_writer(path: Path, fps: float) -> Iterator[FrameWriter]:
+    """A writer whose file appears at `path` only when the block completes; on an error or an
+    interrupt the partial file is deleted."""
+    with atomic_output(path) as tmp:
+        writer = FrameWriter(tmp, fps)
+        try:
+            yield writer
+        finally:
+            writer.close()
+        if writer.frames_written == 0:
+            raise SourceError(f"{path}: no frame to write")
+
+
+class FrameWriter:
+    """cv2.VideoWriter opened on the first frame (its size is that frame's)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path = path
+        self.fps = fps
+        self.frames_written = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        size = (frame.shape[1], frame.shape[0])
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*FOURCCS.get(self.path.suffix.lower(), "mp4v"))
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, size)
+            if not self._writer.isOpened():
+                raise OSError(f"{self.path}: cannot open a video writer for {self.path.suffix}")
+            self._size = size
+        elif size != self._size:
+            raise ValueError(f"frame size {size} differs from the video's {self._size}")
+        self._writer.write(frame)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
