@@ -297,3 +297,54 @@ def test_missing_file_and_foreign_graph(tmp_path):
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
     with pytest.raises(ValueError, match="not an RTMO pose-detection graph"):
         OnnxRuntimeModel(path)
+
+
+def test_predictor_on_onnxruntime_matches_torch(tmp_path):
+    """`RTMO(..., runtime="onnxruntime")` and `RTMO.from_onnx` give the torch predictor's Poses:
+    same letterbox, same people, mapped back to the image the same way."""
+    from rtmo import RTMO
+
+    images = noise_images(2, (416, 416), seed=4)
+    model = calibrated_model("rtmo-t", images, centre_logit=-2.0)
+    image = images[0].permute(1, 2, 0).round().to(torch.uint8).numpy()[40:360]  # 416x320 BGR
+    exported = RTMO(copy.deepcopy(model), runtime="onnxruntime", max_det=MAX_DET)
+    assert exported.model.path.is_file()
+    from_file = RTMO.from_onnx(exported.model.path)
+    assert (from_file.max_det, from_file.score_thr, from_file.nms_thr) == (MAX_DET, 0.1, 0.65)
+    assert from_file.input_size == (416, 416)
+    expected = RTMO(model, device="cpu", max_det=MAX_DET)(image)
+    assert 0 < len(expected) <= MAX_DET
+    for poses in (exported(image), from_file(image)):
+        assert len(poses) == len(expected)
+        assert poses.image_size == expected.image_size
+        assert poses.keypoint_names == expected.keypoint_names
+        np.testing.assert_allclose(poses.scores, expected.scores, rtol=0, atol=SCORE_TOL)
+        np.testing.assert_allclose(poses.boxes, expected.boxes, rtol=0, atol=PX_TOL)
+        # The runner-level tests hold keypoints to the float64 policy; here 5x PX_TOL covers
+        # this 416 px network's float32 noise (1.5e-2 px measured) and catches any mapping error.
+        np.testing.assert_allclose(poses.keypoints, expected.keypoints, rtol=0, atol=5 * PX_TOL)
+
+
+def test_predictor_runtime_errors(crowded):
+    from rtmo import RTMO
+
+    _, runner, _, _ = crowded
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        RTMO(runner.path, runtime="tensorrt")
+    with pytest.raises(ValueError, match=r"max_det=21 must be in \[1, 20\]"):
+        RTMO.from_onnx(runner.path, max_det=MAX_DET + 1)(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_cli_export(tmp_path):
+    from checkpoints import write_published_checkpoint
+
+    from rtmo.cli import main
+
+    torch.manual_seed(0)
+    checkpoint = write_published_checkpoint(RTMOModel(from_name("rtmo-t")), tmp_path / "t.pth")
+    out = tmp_path / "t.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--input-size", "64"]
+    argv += ["--max-det", "10"]
+    assert main(argv) == 0
+    assert OnnxRuntimeModel(out).input_size == (64, 64)
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
