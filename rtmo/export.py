@@ -12,9 +12,11 @@ both in model-input pixels, sorted by descending score, rows past the last perso
 positional encoding are constants for the export input size, as in mmdeploy's files.
 
 Only standard ONNX ops are used (no custom domain). NMS is ONNX ``NonMaxSuppression``, which
-onnxruntime runs and TensorRT (8.5 and later) parses into its built-in NMS layer, so no plugin
-library is needed; its selections are put back into fixed (B, max_det) slots with ScatterND +
-TopK. The DCC decode runs in its folded form (x_fc/y_fc folded into the queries, bins an
+onnxruntime runs and TensorRT's parser maps to its built-in NMS layer (TensorRT 8.6 and later
+also take opset 17's LayerNormalization), so no plugin library is needed. A static-shape NMS made
+of plain ops (IoU matrix + fixed-point suppression) was not chosen: greedy NMS is sequential, so
+it is exact only with a Loop or as many unrolled steps as candidates. The NonMaxSuppression
+selections are put back into fixed (B, max_det) slots with ScatterND + TopK. The DCC decode runs in its folded form (x_fc/y_fc folded into the queries, bins an
 arithmetic progression) as Sin/Cos/MatMul/Softmax, and ScaleNorm's norm is sqrt(sum(x*x))
 instead of ``ReduceL2``/``linalg_norm``.
 """
@@ -246,7 +248,8 @@ def export_onnx(
         # dynamo=False: the dynamo exporter (torch.onnx.export's default since torch 2.9) needs
         # onnxscript, which is not a dependency, and takes torch.export's symbolic-shape path
         # through the NMS's data-dependent output; the TorchScript tracer exports a custom
-        # autograd.Function through its `symbolic` and takes ~10 s for RTMO-s on 2 cores.
+        # autograd.Function through its `symbolic` and takes 10-15 s for RTMO-t at 416 and
+        # RTMO-s at 640 on 2 busy cores.
         torch.onnx.export(
             wrapper,
             (example,),
