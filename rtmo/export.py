@@ -16,9 +16,10 @@ onnxruntime runs and TensorRT's parser maps to its built-in NMS layer (TensorRT 
 also take opset 17's LayerNormalization), so no plugin library is needed. A static-shape NMS made
 of plain ops (IoU matrix + fixed-point suppression) was not chosen: greedy NMS is sequential, so
 it is exact only with a Loop or as many unrolled steps as candidates. The NonMaxSuppression
-selections are put back into fixed (B, max_det) slots with ScatterND + TopK. The DCC decode runs in its folded form (x_fc/y_fc folded into the queries, bins an
-arithmetic progression) as Sin/Cos/MatMul/Softmax, and ScaleNorm's norm is sqrt(sum(x*x))
-instead of ``ReduceL2``/``linalg_norm``.
+selections are put back into fixed (B, max_det) slots with ScatterND + TopK.
+The DCC decode runs in its folded form (x_fc/y_fc folded into the queries, bins an arithmetic
+progression) as Sin/Cos/MatMul/Softmax, and ScaleNorm's norm is sqrt(sum(x*x)) instead of
+``ReduceL2``/``linalg_norm``.
 """
 
 from __future__ import annotations
