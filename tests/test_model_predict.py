@@ -5,11 +5,11 @@ import copy
 
 import pytest
 import torch
-from rtmo_kernels.reference.dcc import dcc_decode_unfolded
 
 from rtmo.config import from_name
 from rtmo.model import RTMOModel
 from rtmo.model.head import decode_boxes
+from rtmo_kernels.reference.dcc import dcc_decode_unfolded
 
 # Bound on the fused decode's keypoint error against the float64 decode (px).
 KEYPOINT_ATOL = 1e-3
