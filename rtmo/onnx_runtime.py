@@ -104,13 +104,17 @@ class OnnxRuntimeModel:
         **export_options: Any,
     ) -> OnnxRuntimeModel:
         """Exports `model` (`rtmo.export.export_onnx` options: input_size, max_det, fp16,
-        score_thr, nms_thr, ...) to `path`, default a file in a new temporary folder, and
-        opens it."""
+        score_thr, nms_thr, ...) to `path`, default a file in a temporary folder that lives
+        as long as the returned runner, and opens it."""
         from rtmo.export import export_onnx
 
-        if path is None:
-            path = Path(tempfile.mkdtemp(prefix="rtmo-onnx-")) / f"{model.config.name}.onnx"
-        return cls(export_onnx(model, path, **export_options), providers, threads)
+        if path is not None:
+            return cls(export_onnx(model, path, **export_options), providers, threads)
+        folder = tempfile.TemporaryDirectory(prefix="rtmo-onnx-")
+        path = Path(folder.name) / f"{model.config.name}.onnx"
+        runner = cls(export_onnx(model, path, **export_options), providers, threads)
+        runner._export_folder = folder  # removed with the runner
+        return runner
 
     def __repr__(self) -> str:
         name = self.config.name if self.config else "RTMO"

@@ -12,6 +12,7 @@ a trained model's sharpness. Each model is exported once per module.
 from __future__ import annotations
 
 import copy
+import gc
 
 import numpy as np
 import onnx
@@ -348,3 +349,14 @@ def test_cli_export(tmp_path):
     assert main(argv) == 0
     assert OnnxRuntimeModel(out).input_size == (64, 64)
     assert main(["export", "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
+
+
+def test_temporary_export_is_removed_with_the_runner():
+    torch.manual_seed(0)
+    model = RTMOModel(from_name("rtmo-t")).eval()
+    runner = OnnxRuntimeModel.from_model(model, input_size=(64, 64), max_det=4)
+    folder = runner.path.parent
+    assert runner.path.is_file()
+    del runner
+    gc.collect()
+    assert not folder.exists()
