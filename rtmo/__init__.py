@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["RTMO", "Poses", "__version__"]
+__all__ = ["RTMO", "Poses", "__version__", "export_onnx"]
 
 if TYPE_CHECKING:
+    from rtmo.export import export_onnx
     from rtmo.predictor import RTMO
     from rtmo.results import Poses
 
-_LAZY = {"RTMO": "rtmo.predictor", "Poses": "rtmo.results"}
+_LAZY = {"RTMO": "rtmo.predictor", "Poses": "rtmo.results", "export_onnx": "rtmo.export"}
 
 
 def __getattr__(name: str) -> Any:

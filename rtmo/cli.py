@@ -326,7 +326,19 @@ COMMANDS: list[Command] = [
     Command(
         "info", "versions, kernel backends, build flags and devices", lambda p: None, _run_info
     ),
+    Command(
+        "export",
+        "the whole model (NMS and DCC inside) as an ONNX file for onnxruntime/TensorRT",
+        lambda parser: _export().add_cli_arguments(parser),
+        lambda args: _export().run_cli(args),
+    ),
 ]
+
+
+def _export() -> Any:
+    import rtmo.export
+
+    return rtmo.export
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from rtmo.onnx_runtime import OnnxRuntimeModel
 from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, to_bgr_uint8
 from rtmo.results import Poses
 from rtmo.sources import read_image
 
+RUNTIMES = ("torch", "onnxruntime")
 ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
 DTYPES = {
     "fp32": torch.float32,
@@ -66,14 +68,19 @@ class RTMO:
         trust_checkpoint: bool = False,
         use_kernels: bool = True,
         fuse: bool = True,
+        runtime: str = "torch",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime == "onnxruntime":
+            device = device or "cpu"  # onnxruntime takes host arrays, whatever its provider
         self.device = torch.device(device or default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
         self.dtype = _resolve_dtype(dtype, self.device)
         self.backend = backend
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
-        if isinstance(model, torch.nn.Module):
+        if isinstance(model, (torch.nn.Module, OnnxRuntimeModel)):
             if checkpoint is not None:
                 raise ValueError("give a model name with `checkpoint`, not a built model")
             net = model
@@ -99,6 +106,13 @@ class RTMO:
                 stacklevel=2,
             )
             net = RTMOModel(from_name(model), use_kernels=use_kernels)
+        if runtime == "onnxruntime" and not isinstance(net, OnnxRuntimeModel):
+            # The whole prediction exported to a temporary ONNX file, thresholds baked in.
+            options = {"max_det": max_det, "score_thr": score_thr, "nms_thr": nms_thr}
+            net = OnnxRuntimeModel.from_model(net.eval(), **options)
+        if isinstance(net, OnnxRuntimeModel):
+            self.model, self.config = net, net.config
+            return
         net = net.eval()
         if fuse and hasattr(net, "reparameterize"):
             # RepVGG branches and BatchNorms folded into convolutions: same outputs, fewer ops.
@@ -116,9 +130,34 @@ class RTMO:
             raise FileNotFoundError(f"{path}: no such checkpoint file")
         return cls(variant, checkpoint=path, **options)
 
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike,
+        variant: str | None = None,
+        *,
+        providers: list[str] | None = None,
+        **options: Any,
+    ) -> RTMO:
+        """Runs an exported file (`rtmo export`, `rtmo.export.export_onnx`, or mmdeploy's RTMO
+        export with `variant` given) through onnxruntime: CUDA provider when present, else CPU.
+        Thresholds and max_det default to those baked into the file. Options as for `RTMO(...)`."""
+        runner = OnnxRuntimeModel(path, providers, variant=variant)
+        if runner.config is None:
+            raise ValueError(f"{path} does not record its RTMO variant: pass it, e.g. 'rtmo-s'")
+        baked = {
+            "max_det": runner.max_det,
+            "score_thr": runner.score_thr,
+            "nms_thr": runner.nms_thr,
+        }
+        options = {k: v for k, v in baked.items() if v is not None} | options
+        return cls(runner, runtime="onnxruntime", **options)
+
     @property
     def input_size(self) -> tuple[int, int]:
         """(width, height) of the model input."""
+        if isinstance(self.model, OnnxRuntimeModel):
+            return self.model.input_size
         return tuple(self.config.input_size)
 
     def __repr__(self) -> str:

@@ -14,7 +14,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+import rtmo_kernels
 from rtmo.model.layers import TORCH_BN, fold_bn
+from rtmo_kernels.reference.dcc import dcc_decode_unfolded, fold_queries
 
 
 class ScaleNorm(nn.Module):
@@ -131,12 +133,11 @@ class DCC(nn.Module):
         """Folds x_fc/y_fc into the keypoint features: <f, W phi + b> = <W^T f, phi> + const.
 
         feats (N, K, D) -> query_x, query_y (N, K, D). The bias term is the same for every bin of
-        a keypoint, so the softmax over bins removes it.
+        a keypoint, so the softmax over bins removes it. Reparameterised, one matmul does both.
         """
-        weight = self.query_weight
-        if weight is None:
-            weight = torch.cat([self.x_fc.weight, self.y_fc.weight], dim=1)
-        return (feats @ weight).split(self.feat_channels, dim=-1)
+        if self.query_weight is None:
+            return fold_queries(feats, self.x_fc), fold_queries(feats, self.y_fc)
+        return (feats @ self.query_weight).split(self.feat_channels, dim=-1)
 
     def forward(
         self,
@@ -157,11 +158,7 @@ class DCC(nn.Module):
             "mode": "expectation",
         }
         if not use_kernels:
-            from rtmo_kernels.reference.dcc import dcc_decode_unfolded
-
             return dcc_decode_unfolded(feats, self.x_fc, self.y_fc, **args)[0]
-        import rtmo_kernels
-
         query_x, query_y = self.queries(feats)
         return rtmo_kernels.dcc_decode(query_x, query_y, **args, backend=backend)[0]
 

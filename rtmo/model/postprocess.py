@@ -8,8 +8,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+import rtmo_kernels
 from rtmo.model.dcc import DCC
 from rtmo.model.head import DenseOutputs, decode_boxes
+from rtmo_kernels.reference.nms_padded import nms_padded as reference_nms_padded
 
 
 class PaddedPredictions(NamedTuple):
@@ -33,6 +35,13 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return x[batch, index]
 
 
+def _clamp_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """xyxy boxes clamped to [0, w] x [0, h] (scalar bounds: no host-to-device copy)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    w, h = size
+    return torch.stack([x1.clamp(0, w), y1.clamp(0, h), x2.clamp(0, w), y2.clamp(0, h)], dim=-1)
+
+
 def _select(
     boxes: Tensor,
     scores: Tensor,
@@ -44,12 +53,8 @@ def _select(
 ) -> tuple[Tensor, Tensor]:
     """keep (B, max_det) int64 padded with -1 and num_kept (B,): score > thr, greedy IoU NMS."""
     if use_kernels:
-        import rtmo_kernels
-
         return rtmo_kernels.nms_padded(boxes, scores, nms_thr, score_thr, max_det, backend=backend)
-    from rtmo_kernels.reference.nms_padded import nms_padded
-
-    return nms_padded(boxes, scores, nms_thr, score_thr, max_det)
+    return reference_nms_padded(boxes, scores, nms_thr, score_thr, max_det)
 
 
 def postprocess_padded(
@@ -80,9 +85,7 @@ def postprocess_padded(
         use_kernels=use_kernels,
         backend=backend,
     ).reshape(b, m, -1, 2)
-    w, h = input_size
-    limits = boxes.new_tensor([w, h, w, h])
-    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    boxes = _clamp_boxes(boxes, input_size)
     kpt_scores = _gather(dense.kpt_vis_logits, index).sigmoid()
     # where(), not a product: padding rows must be zeros even if a padded slot's decode overflowed.
     return PaddedPredictions(

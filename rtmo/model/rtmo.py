@@ -34,6 +34,7 @@ class RTMOModel(nn.Module):
         """images (B, 3, H, W) BGR 0..255, H and W multiples of 32 -> raw dense head outputs."""
         return self.head(self.neck(self.backbone(images)))
 
+    @torch.no_grad()
     def predict_padded(
         self,
         images: Tensor,

@@ -1,0 +1,379 @@
+"""ONNX export of the whole RTMO prediction: network, box decode, NMS and DCC decode in one graph.
+
+The file has mmdeploy's RTMO interface (RTMO.md §4.2), so tools written for mmdeploy's files
+(rtmlib, rtmo-ort) read ours unchanged:
+
+- input ``input`` (B, 3, H, W) float32 BGR 0..255, letterboxed outside the graph;
+- output ``dets`` (B, max_det, 5): x1, y1, x2, y2, score;
+- output ``keypoints`` (B, max_det, K, 3): x, y, keypoint score;
+
+both in model-input pixels, sorted by descending score, rows past the last person all zeros (score
+0). Only the batch axis is dynamic (``dynamic_batch=True``): the priors and the encoder's
+positional encoding are constants for the export input size, as in mmdeploy's files.
+
+Only standard ONNX ops are used (no custom domain). NMS is ONNX ``NonMaxSuppression``, which
+onnxruntime runs and TensorRT's parser maps to its built-in NMS layer (TensorRT 8.6 and later
+also take opset 17's LayerNormalization), so no plugin library is needed. A static-shape NMS made
+of plain ops (IoU matrix + fixed-point suppression) was not chosen: greedy NMS is sequential, so
+it is exact only with a Loop or as many unrolled steps as candidates. The NonMaxSuppression
+selections are put back into fixed (B, max_det) slots with ScatterND + TopK.
+The DCC decode runs in its folded form (x_fc/y_fc folded into the queries, bins an arithmetic
+progression) as Sin/Cos/MatMul/Softmax, and ScaleNorm's norm is sqrt(sum(x*x)) instead of
+``ReduceL2``/``linalg_norm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+import rtmo_kernels
+from rtmo.model import RTMOModel
+from rtmo.model.head import decode_boxes, grid_priors
+from rtmo_kernels.reference.dcc import dcc_decode
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("dets", "keypoints")
+DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on (TensorRT 8.6+ parses it)
+MIN_OPSET = 14  # the encoder's scaled_dot_product_attention exports from opset 14 on
+# Keys of the file's metadata_props, read back by `rtmo.onnx_runtime`.
+META_KEYS = ("rtmo_variant", "input_size", "max_det", "score_thr", "nms_thr", "fp16")
+
+
+class SqrtScaleNorm(nn.Module):
+    """ScaleNorm with its norm as sqrt(sum(x*x)): TensorRT's ONNX parser has no `linalg_norm`
+    and older ones reject ReduceL2 over a trailing axis with keepdims; the result is the same."""
+
+    def __init__(self, scale: float, eps: float, g: Tensor) -> None:
+        super().__init__()
+        self.scale, self.eps = scale, eps
+        self.g = nn.Parameter(g.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        norm = torch.sqrt((x * x).sum(dim=-1, keepdim=True)) * self.scale
+        return x / norm.clamp(min=self.eps) * self.g
+
+
+class FixedPositionalEncoding(nn.Module):
+    """The encoder's 2-D sine encoding precomputed for one grid (a constant in the graph)."""
+
+    def __init__(self, encoding: nn.Module, h: int, w: int) -> None:
+        super().__init__()
+        self.h, self.w = h, w
+        self.register_buffer("table", encoding(h, w).detach().clone())
+
+    def forward(self, h: int, w: int) -> Tensor:
+        if (h, w) != (self.h, self.w):
+            raise ValueError(
+                f"the exported graph's positional encoding is fixed to a {self.h}x{self.w} "
+                f"stride-32 grid, got {h}x{w}: export again for another input size"
+            )
+        return self.table
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """Greedy class-agnostic NMS per image; exported as the standard ONNX NonMaxSuppression.
+
+    boxes (B, N, 4) xyxy, scores (B, N) -> selected (S, 3) int64 rows (image, 0, box), each
+    image's rows by descending score, at most `max_det` per image. Candidates have
+    score > score_thr; a box is dropped when its IoU with a kept one is > iou_thr (mmpose's rule,
+    and onnxruntime's). The eager forward only serves tracing.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, max_det: int, iou_thr: float, score_thr: float):
+        keep, _ = rtmo_kernels.nms_padded(boxes, scores, iou_thr, score_thr, max_det)
+        image = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)
+        valid = keep >= 0
+        return torch.stack([image[valid], torch.zeros_like(keep[valid]), keep[valid]], dim=1)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_det: int, iou_thr: float, score_thr: float):
+        def const(value, dtype):
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            g.op("Unsqueeze", scores, const(1, torch.int64)),  # (B, classes=1, N)
+            const(max_det, torch.int64),
+            const(iou_thr, torch.float32),
+            const(score_thr, torch.float32),
+            center_point_box_i=0,
+        )
+
+
+def _rows(x: Tensor, index: Tensor) -> Tensor:
+    """Rows of x (B, N, ...) at index (B, M) -> (B, M, ...), as one GatherElements-free Gather."""
+    flat = index + torch.arange(x.shape[0], device=x.device)[:, None] * x.shape[1]
+    return x.flatten(0, 1)[flat]
+
+
+class ExportableRTMO(nn.Module):
+    """RTMO network + post-process as one traceable module with mmdeploy's outputs.
+
+    images (B, 3, H, W) float BGR 0..255 of exactly `input_size` -> dets (B, max_det, 5),
+    keypoints (B, max_det, K, 3), fp32, padded rows zero.
+    """
+
+    def __init__(
+        self,
+        model: RTMOModel,
+        input_size: tuple[int, int],
+        max_det: int,
+        score_thr: float,
+        nms_thr: float,
+        fp16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+        self.max_det, self.score_thr, self.nms_thr, self.fp16 = max_det, score_thr, nms_thr, fp16
+        w, h = input_size
+        priors, strides = grid_priors([(h // 16, w // 16), (h // 32, w // 32)], torch.device("cpu"))
+        self.register_buffer("priors", priors)
+        self.register_buffer("strides", strides)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        net_dtype = torch.float16 if self.fp16 else torch.float32
+        dense = self.model(images.to(net_dtype))
+        # The post-process (DCC included) runs in fp32 whatever the network's dtype: fp16 has
+        # 0.5 px spacing above 512 px.
+        scores = dense.cls_logits.float().sigmoid()
+        boxes = decode_boxes(dense.bbox_preds.float(), self.priors, self.strides)
+        selected = _NonMaxSuppression.apply(
+            boxes, scores, self.max_det, self.nms_thr, self.score_thr
+        )
+        image, index = selected[:, 0], selected[:, 2]
+        kept_scores = torch.zeros_like(scores)
+        kept_scores[image, index] = scores[image, index]
+        # TopK puts each image's survivors into max_det slots by descending score (lower index
+        # first on ties, like the NMS); slots past the survivors get score 0.
+        top_scores, top = kept_scores.topk(self.max_det, dim=1)
+        valid = top_scores > 0
+        boxes = _rows(boxes, top).flatten(0, 1)
+        dcc = self.model.head.dcc
+        feats = dcc.keypoint_features(_rows(dense.pose_vecs.float(), top).flatten(0, 1))
+        query_x, query_y = dcc.queries(feats)
+        # The readable folded decode is made of Sin/Cos/MatMul/Softmax/ReduceSum only; its unused
+        # confidence output is dropped from the graph.
+        keypoints, _ = dcc_decode(
+            query_x,
+            query_y,
+            boxes,
+            self.priors[top.flatten()],
+            dcc.num_bins,
+            dcc.padding,
+            dcc.temperature,
+        )
+        b, m = top.shape
+        w, h = self.input_size
+        limits = torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
+        boxes = torch.minimum(boxes.clamp(min=0), limits).reshape(b, m, 4)
+        kpt_scores = _rows(dense.kpt_vis_logits, top).float().sigmoid()
+        dets = torch.cat([boxes, top_scores[..., None]], dim=-1)
+        keypoints = torch.cat([keypoints.reshape(b, m, -1, 2), kpt_scores[..., None]], dim=-1)
+        return (
+            torch.where(valid[..., None], dets, 0.0),
+            torch.where(valid[..., None, None], keypoints, 0.0),
+        )
+
+
+def prepare_model(model: RTMOModel, input_size: tuple[int, int]) -> RTMOModel:
+    """A fused fp32 CPU copy of `model` whose encoder encoding is fixed to `input_size` and whose
+    ScaleNorm avoids `linalg_norm`; `model` itself is left untouched."""
+    net = copy.deepcopy(model).float().cpu().eval().reparameterize()
+    w, h = input_size
+    net.neck.sincos_pos_enc = FixedPositionalEncoding(net.neck.sincos_pos_enc, h // 32, w // 32)
+    ln = net.head.dcc.gau.ln
+    net.head.dcc.gau.ln = SqrtScaleNorm(ln.scale, ln.eps, ln.g)
+    return net
+
+
+def export_onnx(
+    model: RTMOModel,
+    path: str | os.PathLike,
+    input_size: tuple[int, int] | None = None,
+    max_det: int = 50,
+    dynamic_batch: bool = True,
+    fp16: bool = False,
+    opset: int = DEFAULT_OPSET,
+    score_thr: float | None = None,
+    nms_thr: float | None = None,
+) -> Path:
+    """Writes `model` with its whole post-process as an ONNX file and returns the path.
+
+    Args:
+        model: an RTMOModel (its weights are copied; it is not modified).
+        path: the .onnx file to write (parent folders are created).
+        input_size: (w, h) of the graph input, multiples of 32; default the variant's own
+            (416x416 for t, else 640x640). The priors and positional encoding are fixed to it.
+        max_det: detection slots per image (mmdeploy's keep_top_k is 50).
+        dynamic_batch: batch axis dynamic ("batch"); else fixed to 1.
+        fp16: the convolutional network's weights and activations in float16 (input and outputs
+            stay float32; box decode, NMS and the DCC run in float32).
+        opset: ONNX opset, 14 or higher (default 17).
+        score_thr, nms_thr: baked into the graph; default the variant's (0.1, 0.65).
+    Raises:
+        TypeError / ValueError for a bad argument, naming it.
+    """
+    if not isinstance(model, RTMOModel):
+        raise TypeError(f"model must be an RTMOModel, got {type(model).__name__}")
+    cfg = model.config
+    size = tuple(cfg.input_size if input_size is None else input_size)
+    score_thr = cfg.score_thr if score_thr is None else score_thr
+    nms_thr = cfg.nms_thr if nms_thr is None else nms_thr
+    _check_arguments(size, max_det, opset, score_thr, nms_thr)
+    wrapper = ExportableRTMO(prepare_model(model, size), size, max_det, score_thr, nms_thr, fp16)
+    if fp16:
+        # The convolutional network only: the DCC runs on max_det instances (negligible cost)
+        # and keeps float32 like the decode it feeds.
+        for part in (wrapper.model.backbone, wrapper.model.neck, wrapper.model.head.head_module):
+            part.half()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    # Two images trace the batch axis as a variable (one could fold it into constants).
+    example = torch.full((2 if dynamic_batch else 1, 3, h, w), 114.0)
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter's deprecation and tracer warnings say nothing about this graph.
+        warnings.simplefilter("ignore")
+        # dynamo=False: the dynamo exporter (torch.onnx.export's default since torch 2.9) needs
+        # onnxscript, which is not a dependency, and takes torch.export's symbolic-shape path
+        # through the NMS's data-dependent output; the TorchScript tracer exports a custom
+        # autograd.Function through its `symbolic` and takes 10-15 s for RTMO-t at 416 and
+        # RTMO-s at 640 on 2 busy cores.
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    shapes = {"dets": (max_det, 5), "keypoints": (max_det, cfg.num_keypoints, 3)}
+    _finish(path, shapes, (cfg.name, f"{w}x{h}", max_det, score_thr, nms_thr, fp16))
+    return path
+
+
+def _check_arguments(
+    size: tuple, max_det: int, opset: int, score_thr: float, nms_thr: float
+) -> None:
+    if len(size) != 2 or any(not isinstance(s, int) or s <= 0 or s % 32 for s in size):
+        raise ValueError(f"input_size must be (w, h), positive multiples of 32, got {size}")
+    num_priors = (size[0] // 16) * (size[1] // 16) + (size[0] // 32) * (size[1] // 32)
+    if not isinstance(max_det, int) or not 1 <= max_det <= num_priors:
+        raise ValueError(
+            f"max_det must be an int in [1, {num_priors}] (the priors at {size[0]}x{size[1]}), "
+            f"got {max_det!r}"
+        )
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    if not 0.0 <= score_thr < 1.0:
+        raise ValueError(f"score_thr must be in [0, 1), got {score_thr}")
+    if not 0.0 < nms_thr <= 1.0:
+        raise ValueError(f"nms_thr must be in (0, 1], got {nms_thr}")
+
+
+def _finish(path: Path, shapes: dict[str, tuple[int, ...]], metadata: tuple) -> None:
+    """Declares the outputs' static dims (the tracer leaves them symbolic past the NMS), adds the
+    metadata the runner reads, and checks the file with onnx.checker and strict shape inference."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for output in proto.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        for dim, size in zip(dims[1:], shapes[output.name], strict=True):
+            dim.Clear()
+            dim.dim_value = size
+    for key, value in zip(META_KEYS, metadata, strict=True):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+# ------------------------------------------------------------------------------ `rtmo export`
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the `rtmo export` subcommand."""
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="official mmpose RTMO checkpoint (.pth)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="variant, e.g. rtmo-s (default: found from the checkpoint)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument(
+        "--input-size",
+        type=parse_input_size,
+        default=None,
+        help="WxH of the graph input, multiples of 32, e.g. 640x640 or 640 (default: the "
+        "variant's, 416 for rtmo-t, else 640); fixed in the file",
+    )
+    parser.add_argument("--max-det", type=int, default=50, help="people slots per image")
+    parser.add_argument(
+        "--dynamic-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="dynamic batch axis (default); --no-dynamic-batch fixes it to 1",
+    )
+    parser.add_argument("--fp16", action="store_true", help="float16 network weights")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 14)")
+    parser.add_argument("--score-thr", type=float, default=None, help="default 0.1")
+    parser.add_argument("--nms-thr", type=float, default=None, help="default 0.65")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a checkpoint that the safe loader refuses (only for files you trust)",
+    )
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """ "640x480" -> (640, 480); "640" -> (640, 640)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected WxH or a single side, got {text!r}")
+    return (sizes[0], sizes[-1])
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`rtmo export`: checkpoint -> ONNX file; prints where it went. Returns the exit status."""
+    import time
+
+    from rtmo.checkpoint import load_model
+
+    model = load_model(args.checkpoint, args.model, trust_checkpoint=args.trust_checkpoint)
+    start = time.perf_counter()
+    path = export_onnx(
+        model,
+        args.out,
+        args.input_size,
+        args.max_det,
+        args.dynamic_batch,
+        args.fp16,
+        args.opset,
+        args.score_thr,
+        args.nms_thr,
+    )
+    print(
+        f"rtmo: {model.config.name} exported to {path} in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
