@@ -164,7 +164,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--people", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=400)
     parser.add_argument(
-        "--no-freezing", action="store_true", help="compile row without inductor freezing"
+        "--freezing", action="store_true", help="compile row with inductor freezing"
     )
     parser.add_argument("--max-det", type=int, default=100, help="detection slots per image")
     parser.add_argument("--input-size", type=int, default=None, help="square input override")
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                 case = end_to_end.CaseSettings(
                     variant, batch, args.people, args.candidates, size, rounds,
                     tuple(args.rows.split(",")), args.device, max_det=args.max_det,
-                    freezing=not args.no_freezing,
+                    freezing=args.freezing,
                 )  # fmt: skip
                 cases.append(
                     _timed(f"end to end {variant} batch {batch}", end_to_end.run_case, case)
