@@ -201,8 +201,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         "notes": [],
     }
     machine["rates"] = _timed("machine rates", roofline.machine_rates)
+    threads = torch.get_num_threads()
     if not args.skip_suites:
         result["kernel_suites"] = _timed("kernel suites", run_kernel_suites, args.quick)
+        torch.set_num_threads(threads)  # whatever a suite left behind
     if not args.skip_readiness:
         result["gpu_readiness"] = _timed("GPU-readiness checks", run_readiness)
     if not args.skip_roofline:
