@@ -160,7 +160,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default=None, help="comma list (default rtmo-t,rtmo-s)")
     parser.add_argument("--batches", default=None, help="comma list (default 1,4)")
     parser.add_argument("--rows", default=",".join(end_to_end.ROWS), help="end-to-end rows")
-    parser.add_argument("--rounds", type=int, default=None, help="end-to-end rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=None, help="end-to-end rounds (default 15)")
     parser.add_argument("--people", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=400)
     parser.add_argument(
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Every step; returns the combined result and the JSON path it was written to."""
     variants = (args.variants or ("rtmo-t" if args.quick else "rtmo-t,rtmo-s")).split(",")
     batches = [int(b) for b in (args.batches or ("1" if args.quick else "1,4")).split(",")]
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 15)
     size = (args.input_size, args.input_size) if args.input_size else None
     started = time.perf_counter()
     machine = describe_machine()
