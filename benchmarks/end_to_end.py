@@ -18,6 +18,7 @@ image, mapping back to frame pixels). Rows are run in interleaved rounds; median
 
 from __future__ import annotations
 
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +39,10 @@ from rtmo.model.postprocess import postprocess_padded, split_predictions
 
 ROWS = ("kernels", "reference", "compile", "onnxruntime", "cuda-graph")
 STAGES = ("preprocess", "network", "postprocess")
+# Idle time before each timed run: lets the thread pools of the previous row (onnxruntime's spin
+# after a run; measured: eager RTMO-t took 85 ms right after an onnxruntime run, 50 ms otherwise)
+# go to sleep, so that no row pays for another's threads on 2 cores.
+SETTLE_S = 0.1
 
 
 @dataclass
@@ -280,9 +285,12 @@ def run_case(case: CaseSettings) -> dict[str, Any]:
             first[row.key] = run_pipeline(row, frames, size, clock)
             row.setup_s += time.perf_counter() - start
         laps = {row.key: {s: Timing() for s in (*STAGES, "total")} for row in rows}
-        for r in range(case.rounds):
-            shift = r % len(rows)
-            for row in rows[shift:] + rows[:shift]:
+        order = random.Random(case.seed)
+        for _ in range(case.rounds):
+            # A random order each round: with a fixed cyclic order the same row always ran right
+            # after onnxruntime, whose worker threads keep spinning for a while after a run.
+            for row in order.sample(rows, len(rows)):
+                time.sleep(SETTLE_S)
                 run_pipeline(row, frames, size, clock)
                 for stage, ms in clock.laps.items():
                     laps[row.key][stage].samples_ms.append(ms)
