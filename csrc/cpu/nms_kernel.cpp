@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/nms.h"
+#include "common/nms_checks.h"
 
 namespace {
 
@@ -92,13 +93,7 @@ void check_index_range(int64_t n, const char* what) {
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                            double iou_threshold) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "batched_nms: boxes must be (M, 4), got ",
-              boxes.sizes());
-  const int64_t m = boxes.size(0);
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == m, "batched_nms: scores must be (M,) with M=",
-              m, ", got ", scores.sizes());
-  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == m, "batched_nms: idxs must be (M,) with M=", m,
-              ", got ", idxs.sizes());
+  const int64_t m = rtmo::nms::check_batched_nms_inputs(boxes, scores, idxs);
   check_index_range(m, "call");
   const at::Tensor b = boxes.to(at::kFloat).contiguous();
   const at::Tensor s = scores.to(at::kFloat).contiguous();
@@ -143,13 +138,9 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, co
 std::tuple<at::Tensor, at::Tensor> nms_padded_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                                                   double iou_threshold, double score_threshold,
                                                   int64_t max_det) {
-  TORCH_CHECK(boxes.dim() == 3 && boxes.size(2) == 4, "nms_padded: boxes must be (B, N, 4), got ",
-              boxes.sizes());
+  rtmo::nms::check_nms_padded_inputs(boxes, scores, max_det);
   const int64_t batch = boxes.size(0);
   const int64_t n = boxes.size(1);
-  TORCH_CHECK(scores.dim() == 2 && scores.size(0) == batch && scores.size(1) == n,
-              "nms_padded: scores must be (B, N)=(", batch, ", ", n, "), got ", scores.sizes());
-  TORCH_CHECK(max_det >= 0, "nms_padded: max_det must be >= 0, got ", max_det);
   check_index_range(n, "image");
   const at::Tensor b = boxes.to(at::kFloat).contiguous();
   const at::Tensor s = scores.to(at::kFloat).contiguous();

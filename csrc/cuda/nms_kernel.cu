@@ -19,6 +19,7 @@
 #include <tuple>
 
 #include "common/nms.h"
+#include "common/nms_checks.h"
 
 namespace {
 
@@ -160,13 +161,7 @@ std::tuple<at::Tensor, at::Tensor> nms_sorted_cuda(const at::Tensor& boxes,
 
 at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                             double iou_threshold) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "batched_nms: boxes must be (M, 4), got ",
-              boxes.sizes());
-  const int64_t m = boxes.size(0);
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == m, "batched_nms: scores must be (M,) with M=",
-              m, ", got ", scores.sizes());
-  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == m, "batched_nms: idxs must be (M,) with M=", m,
-              ", got ", idxs.sizes());
+  const int64_t m = rtmo::nms::check_batched_nms_inputs(boxes, scores, idxs);
   const c10::cuda::CUDAGuard guard(boxes.device());
   const at::Tensor scores32 = scores.to(at::kFloat);
   // NaN scores are not candidates; the output size is data-dependent anyway (one host sync).
@@ -188,13 +183,9 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
 std::tuple<at::Tensor, at::Tensor> nms_padded_cuda(const at::Tensor& boxes, const at::Tensor& scores,
                                                    double iou_threshold, double score_threshold,
                                                    int64_t max_det) {
-  TORCH_CHECK(boxes.dim() == 3 && boxes.size(2) == 4, "nms_padded: boxes must be (B, N, 4), got ",
-              boxes.sizes());
+  rtmo::nms::check_nms_padded_inputs(boxes, scores, max_det);
   const int64_t batch = boxes.size(0);
   const int64_t n = boxes.size(1);
-  TORCH_CHECK(scores.dim() == 2 && scores.size(0) == batch && scores.size(1) == n,
-              "nms_padded: scores must be (B, N)=(", batch, ", ", n, "), got ", scores.sizes());
-  TORCH_CHECK(max_det >= 0, "nms_padded: max_det must be >= 0, got ", max_det);
   const c10::cuda::CUDAGuard guard(boxes.device());
   if (n == 0 || max_det == 0) {
     return {at::full({batch, max_det}, -1, boxes.options().dtype(at::kLong)),
