@@ -10,6 +10,7 @@ like mmpose does.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -172,4 +173,55 @@ class DCC(nn.Module):
         linear.weight.copy_(weight)
         linear.bias.copy_(bias)
         self.pose_to_kpts = nn.Sequential(linear)
-        self.query_weight = torch.cat([self.x_fc.weight, self.y_fc.weight], dim=1)
+        self._set_query_weight()
+
+    def _set_query_weight(self) -> None:
+        self.query_weight = torch.cat([self.x_fc.weight, self.y_fc.weight], dim=1).detach()
+
+    def inference_state(self) -> dict[str, Tensor]:
+        """The weights the prediction uses, in the reparameterised form (BatchNorm folded into
+        `pose_to_kpts.0`): pose_to_kpts, the GAU, pos_enc, x_fc/y_fc. Not the training-only
+        `sigma_fc`, nor the bin buffers, which the constructor rebuilds."""
+        if self.query_weight is None:
+            raise RuntimeError("inference_state() needs a reparameterised DCC: reparameterize()")
+        return {k: v.detach() for k, v in self.state_dict().items() if _is_inference_key(k)}
+
+    @classmethod
+    def from_inference_state(
+        cls,
+        state: Mapping[str, Tensor],
+        num_bins: tuple[int, int] = (192, 256),
+        padding: float = 1.25,
+        temperature: float = 300.0,
+    ) -> DCC:
+        """A reparameterised eval-mode DCC holding `state` (an `inference_state()`), sized from
+        its shapes: pose_to_kpts.0.weight (K*D, C), pos_enc (K, D). `sigma_fc` keeps its
+        initialisation (training only).
+
+        Raises ValueError naming the missing, unexpected and mis-shaped weights.
+        """
+        if not {"pos_enc", "pose_to_kpts.0.weight"} <= state.keys():
+            raise ValueError("DCC weights: 'pos_enc' and 'pose_to_kpts.0.weight' are required")
+        num_keypoints, feat_channels = state["pos_enc"].shape
+        in_channels = state["pose_to_kpts.0.weight"].shape[-1]
+        dcc = cls(in_channels, num_keypoints, num_bins, padding, temperature, feat_channels)
+        # The BatchNorm1d is already folded into the Linear.
+        dcc.pose_to_kpts = nn.Sequential(nn.Linear(in_channels, num_keypoints * feat_channels))
+        expected = {k: tuple(v.shape) for k, v in dcc.state_dict().items() if _is_inference_key(k)}
+        problems = []
+        if expected.keys() - state.keys():
+            problems.append(f"missing {sorted(expected.keys() - state.keys())}")
+        if state.keys() - expected.keys():
+            problems.append(f"unexpected {sorted(state.keys() - expected.keys())}")
+        for key in sorted(expected.keys() & state.keys()):
+            if tuple(state[key].shape) != expected[key]:
+                problems.append(f"{key} {tuple(state[key].shape)}, expected {expected[key]}")
+        if problems:
+            raise ValueError("DCC weights: " + "; ".join(problems))
+        dcc.load_state_dict(dict(state), strict=False)
+        dcc.eval()._set_query_weight()
+        return dcc
+
+
+def _is_inference_key(key: str) -> bool:
+    return not key.startswith(("sigma_fc.", "spe.", "x_bins", "y_bins"))

@@ -57,6 +57,30 @@ def _select(
     return reference_nms_padded(boxes, scores, nms_thr, score_thr, max_det)
 
 
+class DecodedDense(NamedTuple):
+    """Dense predictions of every prior, the post-process's input: what a raw-head export
+    outputs (`rtmo.export`, head="raw").
+
+    scores (B, N) person scores (sigmoid), boxes (B, N, 4) xyxy in model-input pixels,
+    keypoint_scores (B, N, K) keypoint visibility (sigmoid), pose_vecs (B, N, C).
+    """
+
+    scores: Tensor
+    boxes: Tensor
+    keypoint_scores: Tensor
+    pose_vecs: Tensor
+
+
+def decode_dense(dense: DenseOutputs) -> DecodedDense:
+    """Raw head outputs -> scores, xyxy boxes and keypoint scores of every prior."""
+    return DecodedDense(
+        dense.cls_logits.sigmoid(),
+        decode_boxes(dense.bbox_preds, dense.priors, dense.strides),
+        dense.kpt_vis_logits.sigmoid(),
+        dense.pose_vecs,
+    )
+
+
 def postprocess_padded(
     dense: DenseOutputs,
     dcc: DCC,
@@ -71,22 +95,49 @@ def postprocess_padded(
 
     input_size is (w, h) of the model input: boxes are clamped to it after the keypoint decode.
     """
-    scores = dense.cls_logits.sigmoid()
-    boxes = decode_boxes(dense.bbox_preds, dense.priors, dense.strides)
-    keep, num = _select(boxes, scores, score_thr, nms_thr, max_det, use_kernels, backend)
+    return postprocess_decoded(
+        decode_dense(dense),
+        dense.priors,
+        dcc,
+        input_size,
+        score_thr,
+        nms_thr,
+        max_det,
+        use_kernels,
+        backend,
+    )
+
+
+def postprocess_decoded(
+    decoded: DecodedDense,
+    priors: Tensor,
+    dcc: DCC,
+    input_size: tuple[int, int],
+    score_thr: float,
+    nms_thr: float,
+    max_det: int,
+    use_kernels: bool,
+    backend: str,
+) -> PaddedPredictions:
+    """Decoded dense predictions -> padded detections: score threshold and NMS into max_det
+    slots, the DCC on the kept pose vectors at their priors (N, 2), boxes clamped to
+    input_size (w, h) after the keypoint decode. No host sync, no data-dependent shape."""
+    keep, num = _select(
+        decoded.boxes, decoded.scores, score_thr, nms_thr, max_det, use_kernels, backend
+    )
     valid = keep >= 0
     index = keep.clamp(min=0)
-    boxes, scores = _gather(boxes, index), _gather(scores, index)
+    boxes, scores = _gather(decoded.boxes, index), _gather(decoded.scores, index)
     b, m = index.shape
     keypoints = dcc(
-        _gather(dense.pose_vecs, index).flatten(0, 1),
+        _gather(decoded.pose_vecs, index).flatten(0, 1),
         boxes.flatten(0, 1),
-        dense.priors[index].flatten(0, 1),
+        priors[index].flatten(0, 1),
         use_kernels=use_kernels,
         backend=backend,
     ).reshape(b, m, -1, 2)
     boxes = _clamp_boxes(boxes, input_size)
-    kpt_scores = _gather(dense.kpt_vis_logits, index).sigmoid()
+    kpt_scores = _gather(decoded.keypoint_scores, index)
     # where(), not a product: padding rows must be zeros even if a padded slot's decode overflowed.
     return PaddedPredictions(
         torch.where(valid[..., None], boxes, 0.0),
