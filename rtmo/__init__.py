@@ -12,14 +12,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["RTMO", "Poses", "__version__", "export_onnx"]
+__all__ = ["RTMO", "Poses", "Postprocessor", "__version__", "export_onnx"]
 
 if TYPE_CHECKING:
     from rtmo.export import export_onnx
+    from rtmo.postprocessor import Postprocessor
     from rtmo.predictor import RTMO
     from rtmo.results import Poses
 
-_LAZY = {"RTMO": "rtmo.predictor", "Poses": "rtmo.results", "export_onnx": "rtmo.export"}
+_LAZY = {
+    "RTMO": "rtmo.predictor",
+    "Poses": "rtmo.results",
+    "Postprocessor": "rtmo.postprocessor",
+    "export_onnx": "rtmo.export",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,9 @@
-"""ONNX export of the whole RTMO prediction: network, box decode, NMS and DCC decode in one graph.
+"""ONNX export of RTMO: the whole prediction in one graph (head="full", the default), or the
+network up to its dense predictions (head="raw") for any engine, the post-process left to
+`rtmo.Postprocessor` on our kernels.
 
-The file has mmdeploy's RTMO interface (RTMO.md §4.2), so tools written for mmdeploy's files
+head="full": network, box decode, NMS and DCC decode in one graph. The file has mmdeploy's RTMO
+interface (RTMO.md §4.2), so tools written for mmdeploy's files
 (rtmlib, rtmo-ort) read ours unchanged:
 
 - input ``input`` (B, 3, H, W) float32 BGR 0..255, letterboxed outside the graph;
@@ -20,6 +23,13 @@ selections are put back into fixed (B, max_det) slots with ScatterND + TopK.
 The DCC decode runs in its folded form (x_fc/y_fc folded into the queries, bins an arithmetic
 progression) as Sin/Cos/MatMul/Softmax, and ScaleNorm's norm is sqrt(sum(x*x)) instead of
 ``ReduceL2``/``linalg_norm``.
+
+head="raw": outputs ``scores`` (B, P), ``boxes`` (B, P, 4) xyxy input pixels, ``keypoint_scores``
+(B, P, K), ``pose_vecs`` (B, P, C) for all P priors; no NMS, TopK, ScatterND or DCC, so the graph
+is made of ops that TensorRT's parser, OpenVINO and RKNN's converter (rknn-toolkit2 2.x, which has
+no NonMaxSuppression, TopK, Range or Neg) all accept. The DCC weights go to a sidecar `.npz` next
+to the file (`rtmo.postprocessor.sidecar_path`), whose name and SHA-256 the metadata records.
+Thresholds and max_det are chosen at call time.
 """
 
 from __future__ import annotations
@@ -30,21 +40,31 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 import rtmo_kernels
 from rtmo.model import RTMOModel
-from rtmo.model.head import decode_boxes, grid_priors
+from rtmo.model.head import DenseOutputs, grid_priors
+from rtmo.model.postprocess import DecodedDense, decode_dense
+from rtmo.postprocessor import (
+    RAW_OUTPUT_NAMES,
+    SIDECAR_META_KEY,
+    SIDECAR_SHA_META_KEY,
+    file_sha256,
+    num_priors,
+    sidecar_path,
+    write_sidecar,
+)
 from rtmo_kernels.reference.dcc import dcc_decode
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("dets", "keypoints")
+HEADS = ("full", "raw")
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on (TensorRT 8.6+ parses it)
 MIN_OPSET = 14  # the encoder's scaled_dot_product_attention exports from opset 14 on
-# Keys of the file's metadata_props, read back by `rtmo.onnx_runtime`.
-META_KEYS = ("rtmo_variant", "input_size", "max_det", "score_thr", "nms_thr", "fp16")
 
 
 class SqrtScaleNorm(nn.Module):
@@ -116,7 +136,41 @@ def _rows(x: Tensor, index: Tensor) -> Tensor:
     return x.flatten(0, 1)[flat]
 
 
-class ExportableRTMO(nn.Module):
+class ExportableDense(nn.Module):
+    """RTMO network up to the dense predictions of every prior, as one traceable module.
+
+    images (B, 3, H, W) float BGR 0..255 of exactly `input_size` -> `DecodedDense` in float32:
+    scores (B, P), boxes (B, P, 4) xyxy, keypoint_scores (B, P, K), pose_vecs (B, P, C).
+    """
+
+    def __init__(self, model: RTMOModel, input_size: tuple[int, int], fp16: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+        self.fp16 = fp16
+        w, h = input_size
+        priors, strides = grid_priors([(h // 16, w // 16), (h // 32, w // 32)], torch.device("cpu"))
+        self.register_buffer("priors", priors)
+        self.register_buffer("strides", strides)
+
+    def forward(self, images: Tensor) -> DecodedDense:
+        net_dtype = torch.float16 if self.fp16 else torch.float32
+        dense = self.model(images.to(net_dtype))
+        # The decode (and all that follows) runs in fp32 whatever the network's dtype: fp16 has
+        # 0.5 px spacing above 512 px. The priors are constants of the export size.
+        return decode_dense(
+            DenseOutputs(
+                dense.cls_logits.float(),
+                dense.bbox_preds.float(),
+                dense.kpt_vis_logits.float(),
+                dense.pose_vecs.float(),
+                self.priors,
+                self.strides,
+            )
+        )
+
+
+class ExportableRTMO(ExportableDense):
     """RTMO network + post-process as one traceable module with mmdeploy's outputs.
 
     images (B, 3, H, W) float BGR 0..255 of exactly `input_size` -> dets (B, max_det, 5),
@@ -132,22 +186,11 @@ class ExportableRTMO(nn.Module):
         nms_thr: float,
         fp16: bool = False,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.input_size = input_size
-        self.max_det, self.score_thr, self.nms_thr, self.fp16 = max_det, score_thr, nms_thr, fp16
-        w, h = input_size
-        priors, strides = grid_priors([(h // 16, w // 16), (h // 32, w // 32)], torch.device("cpu"))
-        self.register_buffer("priors", priors)
-        self.register_buffer("strides", strides)
+        super().__init__(model, input_size, fp16)
+        self.max_det, self.score_thr, self.nms_thr = max_det, score_thr, nms_thr
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        net_dtype = torch.float16 if self.fp16 else torch.float32
-        dense = self.model(images.to(net_dtype))
-        # The post-process (DCC included) runs in fp32 whatever the network's dtype: fp16 has
-        # 0.5 px spacing above 512 px.
-        scores = dense.cls_logits.float().sigmoid()
-        boxes = decode_boxes(dense.bbox_preds.float(), self.priors, self.strides)
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        scores, boxes, keypoint_scores, pose_vecs = super().forward(images)
         selected = _NonMaxSuppression.apply(
             boxes, scores, self.max_det, self.nms_thr, self.score_thr
         )
@@ -160,7 +203,7 @@ class ExportableRTMO(nn.Module):
         valid = top_scores > 0
         boxes = _rows(boxes, top).flatten(0, 1)
         dcc = self.model.head.dcc
-        feats = dcc.keypoint_features(_rows(dense.pose_vecs.float(), top).flatten(0, 1))
+        feats = dcc.keypoint_features(_rows(pose_vecs, top).flatten(0, 1))
         query_x, query_y = dcc.queries(feats)
         # The readable folded decode is made of Sin/Cos/MatMul/Softmax/ReduceSum only; its unused
         # confidence output is dropped from the graph.
@@ -177,7 +220,7 @@ class ExportableRTMO(nn.Module):
         w, h = self.input_size
         limits = torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
         boxes = torch.minimum(boxes.clamp(min=0), limits).reshape(b, m, 4)
-        kpt_scores = _rows(dense.kpt_vis_logits, top).float().sigmoid()
+        kpt_scores = _rows(keypoint_scores, top)
         dets = torch.cat([boxes, top_scores[..., None]], dim=-1)
         keypoints = torch.cat([keypoints.reshape(b, m, -1, 2), kpt_scores[..., None]], dim=-1)
         return (
@@ -198,40 +241,78 @@ def prepare_model(model: RTMOModel, input_size: tuple[int, int]) -> RTMOModel:
 
 
 def export_onnx(
-    model: RTMOModel,
+    model: Any,
     path: str | os.PathLike,
     input_size: tuple[int, int] | None = None,
-    max_det: int = 50,
+    max_det: int | None = None,
     dynamic_batch: bool = True,
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
     score_thr: float | None = None,
     nms_thr: float | None = None,
+    head: str = "full",
 ) -> Path:
-    """Writes `model` with its whole post-process as an ONNX file and returns the path.
+    """Writes `model` as an ONNX file and returns the path.
 
     Args:
-        model: an RTMOModel (its weights are copied; it is not modified).
-        path: the .onnx file to write (parent folders are created).
+        model: an RTMOModel, or an `rtmo.RTMO` predictor on the torch runtime (whose max_det,
+            score_thr and nms_thr are then the defaults of a full-head export). Its weights are
+            copied; it is not modified.
+        path: the .onnx file to write (parent folders are created), under a temporary name
+            renamed when complete.
         input_size: (w, h) of the graph input, multiples of 32; default the variant's own
             (416x416 for t, else 640x640). The priors and positional encoding are fixed to it.
-        max_det: detection slots per image (mmdeploy's keep_top_k is 50).
+        max_det: detection slots per image (default 50, mmdeploy's keep_top_k); full head only.
         dynamic_batch: batch axis dynamic ("batch"); else fixed to 1.
         fp16: the convolutional network's weights and activations in float16 (input and outputs
             stay float32; box decode, NMS and the DCC run in float32).
         opset: ONNX opset, 14 or higher (default 17).
-        score_thr, nms_thr: baked into the graph; default the variant's (0.1, 0.65).
+        score_thr, nms_thr: baked into a full-head graph; default the variant's (0.1, 0.65).
+        head: "full" (network + NMS + DCC, mmdeploy's outputs) or "raw" (the dense predictions
+            of every prior, `RAW_OUTPUT_NAMES`; the DCC weights go to the sidecar
+            `sidecar_path(path)`; thresholds and max_det are chosen when post-processing).
     Raises:
         TypeError / ValueError for a bad argument, naming it.
     """
-    if not isinstance(model, RTMOModel):
-        raise TypeError(f"model must be an RTMOModel, got {type(model).__name__}")
+    model, defaults = _torch_model(model)
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     cfg = model.config
     size = tuple(cfg.input_size if input_size is None else input_size)
-    score_thr = cfg.score_thr if score_thr is None else score_thr
-    nms_thr = cfg.nms_thr if nms_thr is None else nms_thr
-    _check_arguments(size, max_det, opset, score_thr, nms_thr)
-    wrapper = ExportableRTMO(prepare_model(model, size), size, max_det, score_thr, nms_thr, fp16)
+    _check_size_and_opset(size, opset)
+    w, h = size
+    k, c = cfg.num_keypoints, cfg.pose_vec_channels
+    metadata: dict[str, Any] = {
+        "rtmo_variant": cfg.name,
+        "rtmo_head": head,
+        "input_size": f"{w}x{h}",
+    }
+    if head == "raw":
+        given = [
+            n
+            for n, v in (("max_det", max_det), ("score_thr", score_thr), ("nms_thr", nms_thr))
+            if v is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: a raw-head graph has no NMS; choose thresholds and max_det "
+                "when post-processing (rtmo.Postprocessor, RTMO.from_onnx)"
+            )
+        wrapper: ExportableDense = ExportableDense(prepare_model(model, size), size, fp16)
+        output_names = RAW_OUTPUT_NAMES
+        p = num_priors(size)
+        dims = {"scores": (p,), "boxes": (p, 4), "keypoint_scores": (p, k), "pose_vecs": (p, c)}
+    else:
+        max_det = defaults.get("max_det", 50) if max_det is None else max_det
+        score_thr = cfg.score_thr if score_thr is None else score_thr
+        nms_thr = cfg.nms_thr if nms_thr is None else nms_thr
+        _check_post_options(size, max_det, score_thr, nms_thr)
+        net = prepare_model(model, size)
+        wrapper = ExportableRTMO(net, size, max_det, score_thr, nms_thr, fp16)
+        output_names = OUTPUT_NAMES
+        dims = {"dets": (max_det, 5), "keypoints": (max_det, k, 3)}
+        metadata |= {"max_det": max_det, "score_thr": score_thr, "nms_thr": nms_thr}
+    metadata["fp16"] = fp16
     if fp16:
         # The convolutional network only: the DCC runs on max_det instances (negligible cost)
         # and keeps float32 like the decode it feeds.
@@ -239,10 +320,52 @@ def export_onnx(
             part.half()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        _trace(wrapper, temporary, dynamic_batch, opset, output_names)
+        if head == "raw":
+            sidecar = write_sidecar(sidecar_path(path), wrapper.model.head.dcc, cfg, size)
+            metadata[SIDECAR_META_KEY] = sidecar.name
+            metadata[SIDECAR_SHA_META_KEY] = file_sha256(sidecar)
+        _finish(temporary, dims, metadata)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _torch_model(model: Any) -> tuple[RTMOModel, dict[str, Any]]:
+    """The RTMOModel to export, and the full-head defaults a predictor brings (its max_det,
+    score_thr, nms_thr)."""
+    if isinstance(model, RTMOModel):
+        return model, {}
+    from rtmo.predictor import RTMO
+
+    if isinstance(model, RTMO):
+        if not isinstance(model.model, RTMOModel):
+            raise TypeError(
+                f"model: this RTMO runs an exported file ({model.model.path}), not the torch "
+                "model; export from RTMO.from_checkpoint(...) or RTMO(name)"
+            )
+        net = model.model
+        priors = num_priors(tuple(net.config.input_size))
+        # The predictor's max_det is an upper bound: at most one person per prior.
+        defaults = {"max_det": min(model.max_det, priors), "score_thr": model.score_thr}
+        return net, defaults | {"nms_thr": model.nms_thr}
+    raise TypeError(f"model must be an RTMOModel or an RTMO predictor, got {type(model).__name__}")
+
+
+def _trace(
+    wrapper: ExportableDense,
+    path: Path,
+    dynamic_batch: bool,
+    opset: int,
+    output_names: tuple[str, ...],
+) -> None:
+    w, h = wrapper.input_size
     # Two images trace the batch axis as a variable (one could fold it into constants).
     example = torch.full((2 if dynamic_batch else 1, 3, h, w), 114.0)
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter's deprecation and tracer warnings say nothing about this graph.
         warnings.simplefilter("ignore")
@@ -256,39 +379,37 @@ def export_onnx(
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names),
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
-    shapes = {"dets": (max_det, 5), "keypoints": (max_det, cfg.num_keypoints, 3)}
-    _finish(path, shapes, (cfg.name, f"{w}x{h}", max_det, score_thr, nms_thr, fp16))
-    return path
 
 
-def _check_arguments(
-    size: tuple, max_det: int, opset: int, score_thr: float, nms_thr: float
-) -> None:
+def _check_size_and_opset(size: tuple, opset: int) -> None:
     if len(size) != 2 or any(not isinstance(s, int) or s <= 0 or s % 32 for s in size):
         raise ValueError(f"input_size must be (w, h), positive multiples of 32, got {size}")
-    num_priors = (size[0] // 16) * (size[1] // 16) + (size[0] // 32) * (size[1] // 32)
-    if not isinstance(max_det, int) or not 1 <= max_det <= num_priors:
-        raise ValueError(
-            f"max_det must be an int in [1, {num_priors}] (the priors at {size[0]}x{size[1]}), "
-            f"got {max_det!r}"
-        )
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+
+
+def _check_post_options(size: tuple, max_det: int, score_thr: float, nms_thr: float) -> None:
+    priors = num_priors(size)
+    if not isinstance(max_det, int) or not 1 <= max_det <= priors:
+        raise ValueError(
+            f"max_det must be an int in [1, {priors}] (the priors at {size[0]}x{size[1]}), "
+            f"got {max_det!r}"
+        )
     if not 0.0 <= score_thr < 1.0:
         raise ValueError(f"score_thr must be in [0, 1), got {score_thr}")
     if not 0.0 < nms_thr <= 1.0:
         raise ValueError(f"nms_thr must be in (0, 1], got {nms_thr}")
 
 
-def _finish(path: Path, shapes: dict[str, tuple[int, ...]], metadata: tuple) -> None:
+def _finish(path: Path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, Any]) -> None:
     """Declares the outputs' static dims (the tracer leaves them symbolic past the NMS), adds the
-    metadata the runner reads, and checks the file with onnx.checker and strict shape inference."""
+    metadata the runners read, and checks the file with onnx.checker and strict shape inference."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -297,7 +418,7 @@ def _finish(path: Path, shapes: dict[str, tuple[int, ...]], metadata: tuple) -> 
         for dim, size in zip(dims[1:], shapes[output.name], strict=True):
             dim.Clear()
             dim.dim_value = size
-    for key, value in zip(META_KEYS, metadata, strict=True):
+    for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     onnx.checker.check_model(proto, full_check=True)
@@ -323,7 +444,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         help="WxH of the graph input, multiples of 32, e.g. 640x640 or 640 (default: the "
         "variant's, 416 for rtmo-t, else 640); fixed in the file",
     )
-    parser.add_argument("--max-det", type=int, default=50, help="people slots per image")
+    parser.add_argument(
+        "--head",
+        choices=HEADS,
+        default="full",
+        help="full: network + NMS + DCC in the graph (default); raw: the dense predictions only, "
+        "for any engine, with the DCC weights in a .dcc.npz next to the file",
+    )
+    parser.add_argument(
+        "--max-det", type=int, default=None, help="people slots per image (full head; default 50)"
+    )
     parser.add_argument(
         "--dynamic-batch",
         action=argparse.BooleanOptionalAction,
@@ -332,8 +462,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fp16", action="store_true", help="float16 network weights")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 14)")
-    parser.add_argument("--score-thr", type=float, default=None, help="default 0.1")
-    parser.add_argument("--nms-thr", type=float, default=None, help="default 0.65")
+    parser.add_argument("--score-thr", type=float, default=None, help="full head; default 0.1")
+    parser.add_argument("--nms-thr", type=float, default=None, help="full head; default 0.65")
     parser.add_argument(
         "--trust-checkpoint",
         action="store_true",
@@ -359,6 +489,23 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from rtmo.checkpoint import load_model
 
+    if args.head == "raw":
+        given = [
+            option
+            for option, value in (
+                ("--max-det", args.max_det),
+                ("--score-thr", args.score_thr),
+                ("--nms-thr", args.nms_thr),
+            )
+            if value is not None
+        ]
+        if given:
+            from rtmo.cli import UsageError
+
+            raise UsageError(
+                f"{', '.join(given)}: --head raw has no NMS in the graph; thresholds and max_det "
+                "are chosen when post-processing"
+            )
     model = load_model(args.checkpoint, args.model, trust_checkpoint=args.trust_checkpoint)
     start = time.perf_counter()
     path = export_onnx(
@@ -371,9 +518,12 @@ def run_cli(args: argparse.Namespace) -> int:
         args.opset,
         args.score_thr,
         args.nms_thr,
+        args.head,
     )
+    extra = f" (DCC weights: {sidecar_path(path)})" if args.head == "raw" else ""
     print(
-        f"rtmo: {model.config.name} exported to {path} in {time.perf_counter() - start:.1f} s",
+        f"rtmo: {model.config.name} exported to {path}{extra} in "
+        f"{time.perf_counter() - start:.1f} s",
         file=sys.stderr,
     )
     return 0

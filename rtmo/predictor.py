@@ -14,11 +14,15 @@ import numpy as np
 import torch
 
 from rtmo.onnx_runtime import OnnxRuntimeModel
+from rtmo.openvino_runtime import OpenVinoModel
+from rtmo.postprocessor import to_poses
 from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, to_bgr_uint8
 from rtmo.results import Poses
 from rtmo.sources import read_image
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+# Runners of exported files: they take host float32 batches and predict like RTMOModel.
+EXPORTED = (OnnxRuntimeModel, OpenVinoModel)
 ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
 DTYPES = {
     "fp32": torch.float32,
@@ -51,7 +55,9 @@ class RTMO:
     (False runs the post-process in plain PyTorch, as mmpose does, instead of the fused kernels),
     fuse (fold RepVGG branches and BatchNorms for inference; a model passed in is modified in
     place), trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you
-    trust).
+    trust), runtime ("torch"; "onnxruntime": the whole prediction exported to one ONNX graph;
+    "openvino": the network exported with head="raw" and run by OpenVINO on the CPU, dtype
+    "fp32" or "bf16", the post-process on the kernels).
     """
 
     def __init__(
@@ -72,15 +78,19 @@ class RTMO:
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        if runtime == "onnxruntime":
-            device = device or "cpu"  # onnxruntime takes host arrays, whatever its provider
+        precision = "fp32"
+        if runtime == "openvino":
+            # OpenVINO takes float32 input and runs the network at its own precision.
+            precision, dtype = _openvino_precision(dtype), "fp32"
+        if runtime != "torch":
+            device = device or "cpu"  # the runners take host arrays, whatever their provider
         self.device = torch.device(device or default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
         self.dtype = _resolve_dtype(dtype, self.device)
         self.backend = backend
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
-        if isinstance(model, (torch.nn.Module, OnnxRuntimeModel)):
+        if isinstance(model, (torch.nn.Module, *EXPORTED)):
             if checkpoint is not None:
                 raise ValueError("give a model name with `checkpoint`, not a built model")
             net = model
@@ -110,7 +120,9 @@ class RTMO:
             # The whole prediction exported to a temporary ONNX file, thresholds baked in.
             options = {"max_det": max_det, "score_thr": score_thr, "nms_thr": nms_thr}
             net = OnnxRuntimeModel.from_model(net.eval(), **options)
-        if isinstance(net, OnnxRuntimeModel):
+        if runtime == "openvino" and not isinstance(net, OpenVinoModel):
+            net = _openvino_from_model(net.eval(), precision)
+        if isinstance(net, EXPORTED):
             self.model, self.config = net, net.config
             return
         net = net.eval()
@@ -137,11 +149,22 @@ class RTMO:
         variant: str | None = None,
         *,
         providers: list[str] | None = None,
+        runtime: str = "onnxruntime",
         **options: Any,
     ) -> RTMO:
         """Runs an exported file (`rtmo export`, `rtmo.export.export_onnx`, or mmdeploy's RTMO
-        export with `variant` given) through onnxruntime: CUDA provider when present, else CPU.
-        Thresholds and max_det default to those baked into the file. Options as for `RTMO(...)`."""
+        export with `variant` given) through onnxruntime (CUDA provider when present, else CPU)
+        or, for a raw-head file, `runtime="openvino"` (CPU; dtype "fp32" or "bf16").
+
+        A full-head file's thresholds and max_det default to those baked into it. A raw-head
+        file (`rtmo export --head raw`) runs the dense network in the runtime and the NMS + DCC
+        on rtmo's kernels, with the DCC weights of the sidecar next to it; its thresholds and
+        max_det are free (defaults 0.1, 0.65, 100). Options as for `RTMO(...)`."""
+        if runtime == "openvino":
+            precision = _openvino_precision(options.pop("dtype", "fp32"))
+            return cls(OpenVinoModel(path, precision, variant=variant), runtime=runtime, **options)
+        if runtime != "onnxruntime":
+            raise ValueError(f"runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
         runner = OnnxRuntimeModel(path, providers, variant=variant)
         if runner.config is None:
             raise ValueError(f"{path} does not record its RTMO variant: pass it, e.g. 'rtmo-s'")
@@ -156,9 +179,18 @@ class RTMO:
     @property
     def input_size(self) -> tuple[int, int]:
         """(width, height) of the model input."""
-        if isinstance(self.model, OnnxRuntimeModel):
+        if isinstance(self.model, EXPORTED):
             return self.model.input_size
         return tuple(self.config.input_size)
+
+    def export(self, path: str | os.PathLike, head: str = "full", **options: Any) -> Path:
+        """Writes this predictor's torch model as ONNX (`rtmo.export.export_onnx`): head "full"
+        (NMS + DCC in the graph, this predictor's score_thr, nms_thr and max_det baked in unless
+        given) or "raw" (dense predictions, DCC weights in a sidecar .npz). Options: input_size,
+        max_det, dynamic_batch, fp16, opset, score_thr, nms_thr. Returns the path."""
+        from rtmo.export import export_onnx
+
+        return export_onnx(self, path, head=head, **options)
 
     def __repr__(self) -> str:
         return f"RTMO({self.config.name!r}, device={self.device}, dtype={self.dtype})"
@@ -205,7 +237,7 @@ class RTMO:
             )
         self._sync()
         inferred = time.perf_counter()
-        results = [self._to_poses(out, box) for out, box in zip(outputs, boxes, strict=True)]
+        results = [to_poses(out, box, self.config) for out, box in zip(outputs, boxes, strict=True)]
         done = time.perf_counter()
         per_image = 1000.0 / len(images)
         speed = {
@@ -242,34 +274,9 @@ class RTMO:
         batch = torch.cat(inputs).to(self.dtype)
         return batch, boxes
 
-    def _to_poses(self, output: dict[str, torch.Tensor], box: Letterbox) -> Poses:
-        """One image's predictions in model-input pixels -> Poses in the image's pixels."""
-        host = {k: v.detach().float().cpu().numpy() for k, v in output.items()}
-        keypoints = (
-            box.to_original(host["keypoints"]) if host["keypoints"].size else host["keypoints"]
-        )
-        return Poses(
-            boxes=box.boxes_to_original(host["boxes"]),
-            scores=host["scores"],
-            keypoints=keypoints.reshape(-1, self.config.num_keypoints, 2),
-            keypoint_scores=host["keypoint_scores"].reshape(-1, self.config.num_keypoints),
-            image_size=box.image_size,
-            **layout_of(self.config),
-        )
-
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def layout_of(config: Any) -> dict[str, Any]:
-    """The keypoint names, skeleton and (RGB) colours of a model config, for `Poses`."""
-    return {
-        "keypoint_names": tuple(config.keypoint_names),
-        "skeleton": tuple(tuple(limb) for limb in config.skeleton),
-        "limb_colors": tuple(tuple(color) for color in config.limb_colors),
-        "keypoint_colors": tuple(tuple(color) for color in config.keypoint_colors),
-    }
 
 
 def _load(image: ImageInput, index: int) -> np.ndarray:
@@ -280,6 +287,30 @@ def _load(image: ImageInput, index: int) -> np.ndarray:
     raise TypeError(
         f"images[{index}]: expected a path, a numpy image or a tensor, got {type(image).__name__}"
     )
+
+
+def _openvino_precision(dtype: str | torch.dtype) -> str:
+    """The OpenVINO precision ("fp32" or "bf16") of a predictor dtype."""
+    resolved = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if resolved == torch.float32:
+        return "fp32"
+    if resolved == torch.bfloat16:
+        return "bf16"
+    raise ValueError(f"dtype for runtime='openvino' must be fp32 or bf16, got {dtype!r}")
+
+
+def _openvino_from_model(model: torch.nn.Module, precision: str) -> OpenVinoModel:
+    """`model` exported with head="raw" to a temporary folder that lives as long as the
+    runner, opened in OpenVINO."""
+    import tempfile
+
+    from rtmo.export import export_onnx
+
+    folder = tempfile.TemporaryDirectory(prefix="rtmo-openvino-")
+    path = export_onnx(model, Path(folder.name) / f"{model.config.name}.onnx", head="raw")
+    runner = OpenVinoModel(path, precision)
+    runner._export_folder = folder  # removed with the runner
+    return runner
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -141,6 +141,21 @@ def letterbox_image(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.
     return warped, box
 
 
+def letterbox_batch(
+    images: list[np.ndarray], input_size: tuple[int, int]
+) -> tuple[np.ndarray, list[Letterbox]]:
+    """BottomupResize of BGR images (H, W, 3) uint8, any sizes -> the (B, 3, h, w) float32 batch
+    (BGR 0..255, what an exported graph takes) and each image's placement."""
+    if not images:
+        raise ValueError("images: no image given")
+    warped, boxes = [], []
+    for image in images:
+        array, box = letterbox_image(image, input_size)
+        warped.append(array.transpose(2, 0, 1))
+        boxes.append(box)
+    return np.stack(warped).astype(np.float32), boxes
+
+
 def _source_taps(
     inv: np.ndarray, count: int, src_len: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
