@@ -1,8 +1,11 @@
 """ONNX export: every variant exports to a checker-clean graph of standard ops that TensorRT's
 parser takes, with mmdeploy's input/output names and shapes, a dynamic or fixed batch, and clear
-errors for bad arguments. Numbers (parity with torch) are in test_onnx_runtime.py.
+errors for bad arguments; the raw head to a graph of ops that TensorRT, OpenVINO and RKNN's
+converter all take, with its sidecar. Numbers (parity with torch) are in test_onnx_runtime.py and
+test_raw_head.py.
 
-Exports run at 64x64 (20 priors) to keep the five variants at ~50 s on 2 cores.
+Exports run at 64x64 (20 priors) to keep the five variants at ~50 s on 2 cores (a raw-head export
+takes ~1 s).
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ TENSORRT_OPS = frozenset(
         "Where",
     ]
 )
+# Ops that rknn-toolkit2 (2.1) lists as unsupported among the TensorRT ones above; the raw head must
+# avoid them (it has no NMS/TopK, and no Range/Neg from index arithmetic) so the dense network
+# converts for RK3588-class NPUs. OpenVINO's ONNX frontend takes every op of TENSORRT_OPS.
+RKNN_UNSUPPORTED = frozenset(["NonMaxSuppression", "TopK", "Range", "Neg"])
+RAW_HEAD_OPS = TENSORRT_OPS - RKNN_UNSUPPORTED
 
 
 def random_model(name: str) -> RTMOModel:
@@ -117,6 +125,74 @@ def test_every_variant_exports(tmp_path, name, keypoints):
     assert np.isfinite(out_kpts).all()
 
 
+@pytest.mark.parametrize(
+    ("name", "keypoints", "channels"),
+    # t and l: the smallest network and the one without CSPRep conv3 (Identity); the other
+    # variants' networks are made of the same ops (test_every_variant_exports).
+    [("rtmo-t", 17, 192), ("rtmo-l", 17, 512)],
+)
+def test_raw_head_exports(tmp_path, name, keypoints, channels):
+    """The dense predictions of every prior (20 at 64x64), nothing after them in the graph; ops
+    of TensorRT's parser minus those RKNN's converter lacks; the sidecar beside the file."""
+    from rtmo.postprocessor import file_sha256, read_sidecar
+
+    path = export_onnx(random_model(name), tmp_path / f"{name}.onnx", SIZE, head="raw")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    ops = graph_ops(proto)
+    assert {domain for domain, _ in ops} <= {"", "ai.onnx"}, ops
+    assert {op for _, op in ops} <= RAW_HEAD_OPS, {op for _, op in ops} - RAW_HEAD_OPS
+
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    outputs = {o.name: dims(o) for o in proto.graph.output}
+    assert outputs == {
+        "scores": ["batch", 20],
+        "boxes": ["batch", 20, 4],
+        "keypoint_scores": ["batch", 20, keypoints],
+        "pose_vecs": ["batch", 20, channels],
+    }
+    for value in (*proto.graph.input, *proto.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    sidecar = tmp_path / f"{name}.dcc.npz"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta == {
+        "rtmo_variant": from_name(name).name,
+        "rtmo_head": "raw",
+        "input_size": "64x64",
+        "fp16": "False",
+        "rtmo_sidecar": sidecar.name,
+        "rtmo_sidecar_sha256": file_sha256(sidecar),
+    }
+    state = read_sidecar(sidecar)
+    assert (state.config.name, state.input_size) == (from_name(name).name, SIZE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, sidecar.name])
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).uniform(0, 255, (2, 3, 64, 64)).astype(np.float32)
+    scores, boxes, kpt_scores, pose_vecs = session.run(None, {"input": images})
+    assert (scores.shape, boxes.shape) == ((2, 20), (2, 20, 4))
+    assert (kpt_scores.shape, pose_vecs.shape) == ((2, 20, keypoints), (2, 20, channels))
+    assert ((scores > 0) & (scores < 1)).all()
+    assert (boxes[..., 2:] > boxes[..., :2]).all()  # decoded xyxy
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_det": 5}, "max_det: a raw-head graph has no NMS"),
+        ({"score_thr": 0.2, "nms_thr": 0.5}, "score_thr, nms_thr: a raw-head graph has no NMS"),
+        ({"head": "dense"}, r"head must be one of \('full', 'raw'\), got 'dense'"),
+    ],
+)
+def test_raw_head_refuses_post_options(tmp_path, kwargs, match):
+    kwargs = {"head": "raw", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        export_onnx(random_model("rtmo-t"), tmp_path / "x.onnx", SIZE, **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
 def test_fixed_batch_opset_and_metadata(tmp_path):
     path = export_onnx(
         random_model("rtmo-t"),
@@ -133,6 +209,7 @@ def test_fixed_batch_opset_and_metadata(tmp_path):
     assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {14}
     assert {p.key: p.value for p in proto.metadata_props} == {
         "rtmo_variant": "rtmo-t-body7",
+        "rtmo_head": "full",
         "input_size": "96x64",
         "max_det": "5",
         "score_thr": "0.1",
@@ -184,7 +261,9 @@ def test_bad_arguments(tmp_path, kwargs, error, match):
 
 
 def test_not_a_model(tmp_path):
-    with pytest.raises(TypeError, match="model must be an RTMOModel, got Linear"):
+    with pytest.raises(
+        TypeError, match="model must be an RTMOModel or an RTMO predictor, got Linear"
+    ):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
 
 
