@@ -303,9 +303,11 @@ def export_onnx(
         p = num_priors(size)
         dims = {"scores": (p,), "boxes": (p, 4), "keypoint_scores": (p, k), "pose_vecs": (p, c)}
     else:
-        max_det = defaults.get("max_det", 50) if max_det is None else max_det
-        score_thr = cfg.score_thr if score_thr is None else score_thr
-        nms_thr = cfg.nms_thr if nms_thr is None else nms_thr
+        if max_det is None:
+            # A predictor's max_det is an upper bound: at most one person per prior.
+            max_det = min(defaults.get("max_det", 50), num_priors(size))
+        score_thr = defaults.get("score_thr", cfg.score_thr) if score_thr is None else score_thr
+        nms_thr = defaults.get("nms_thr", cfg.nms_thr) if nms_thr is None else nms_thr
         _check_post_options(size, max_det, score_thr, nms_thr)
         net = prepare_model(model, size)
         wrapper = ExportableRTMO(net, size, max_det, score_thr, nms_thr, fp16)
@@ -347,11 +349,8 @@ def _torch_model(model: Any) -> tuple[RTMOModel, dict[str, Any]]:
                 f"model: this RTMO runs an exported file ({model.model.path}), not the torch "
                 "model; export from RTMO.from_checkpoint(...) or RTMO(name)"
             )
-        net = model.model
-        priors = num_priors(tuple(net.config.input_size))
-        # The predictor's max_det is an upper bound: at most one person per prior.
-        defaults = {"max_det": min(model.max_det, priors), "score_thr": model.score_thr}
-        return net, defaults | {"nms_thr": model.nms_thr}
+        defaults = {"max_det": model.max_det, "score_thr": model.score_thr}
+        return model.model, defaults | {"nms_thr": model.nms_thr}
     raise TypeError(f"model must be an RTMOModel or an RTMO predictor, got {type(model).__name__}")
 
 

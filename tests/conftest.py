@@ -29,3 +29,15 @@ def _restore_rng_state():
     torch.set_rng_state(cpu_state)
     if cuda_state is not None:
         torch.cuda.set_rng_state_all(cuda_state)
+
+
+@pytest.fixture(scope="session")
+def calibrated_rtmo_t():
+    """Calibrated RTMO-t (tests/calibrated.py) on three 160x160 noise images, with more NMS
+    survivors than MAX_DET, and its float64 reference prediction: (model, images, truth). Shared
+    by the exported-graph tests (full and raw head), which must not modify the model."""
+    from calibrated import calibrated_model, float64_predictions, noise_images
+
+    images = noise_images(3, (160, 160), seed=1)
+    model = calibrated_model("rtmo-t", images, centre_logit=0.0)
+    return model, images, float64_predictions(model, images)
