@@ -8,7 +8,13 @@ Rows (each on the same deterministic random weights with the same planted crowd)
   compile      the kernels row with the network under `torch.compile` and the post-process under
                `torch.compile(fullgraph=True)`.
   onnxruntime  `rtmo.export.export_onnx` of the same weights run by `rtmo.onnx_runtime`
-               (post-process inside the graph, so its "network" column holds it).
+               (post-process inside the graph, so its "network" column holds it): what rtmlib
+               users run.
+  ort-dense    the raw-head export (head="raw": dense predictions only) in onnxruntime, the
+               post-process (NMS + DCC) on rtmo's kernels (`rtmo.Postprocessor`).
+  openvino     the raw-head export compiled by OpenVINO for the CPU (fp32), post-process on
+               rtmo's kernels.
+  openvino-bf16  the same in bfloat16 (CPUs with AVX512-BF16/AMX only).
   cuda-graph   (CUDA only) the kernels row's network + post-process replayed from one CUDA graph.
 
 Stages of one pipeline run: preprocess (letterbox of every frame, mmpose's BottomupResize, into a
@@ -37,7 +43,18 @@ from rtmo.config import from_name
 from rtmo.model import RTMOModel
 from rtmo.model.postprocess import postprocess_padded, split_predictions
 
-ROWS = ("kernels", "reference", "compile", "onnxruntime", "cuda-graph")
+ROWS = (
+    "kernels",
+    "reference",
+    "compile",
+    "onnxruntime",
+    "ort-dense",
+    "openvino",
+    "openvino-bf16",
+    "cuda-graph",
+)
+# Rows that run a raw-head export: the dense network in a runtime, the post-process on our kernels.
+DENSE_ROWS = ("ort-dense", "openvino", "openvino-bf16")
 STAGES = ("preprocess", "network", "postprocess")
 # Idle time before each timed run: lets the thread pools of the previous row (onnxruntime's spin
 # after a run; measured: eager RTMO-t took 85 ms right after an onnxruntime run, 50 ms otherwise)
@@ -149,6 +166,41 @@ def _onnx_row(model: RTMOModel, case: CaseSettings, workdir: Path) -> Row:
     return Row("onnxruntime", settings, network, lambda out, batch: out)
 
 
+def _dense_row(key: str, model: RTMOModel, case: CaseSettings, workdir: Path) -> Row:
+    """A raw-head export run by onnxruntime or OpenVINO; the post-process on the kernels."""
+    from rtmo.export import export_onnx
+
+    size = case.input_size or model.config.input_size
+    path = workdir / f"{model.config.name}-raw.onnx"
+    if not path.exists():  # one export serves the three dense rows
+        export_onnx(model, path, size, head="raw")
+    if key == "ort-dense":
+        from rtmo.onnx_runtime import OnnxRuntimeModel
+
+        runner: Any = OnnxRuntimeModel(
+            path, providers=_ort_providers(case.device), threads=_threads()
+        )
+        engine = f"onnxruntime {_ort_version()} {runner.session.get_providers()[0]}"
+    else:
+        import openvino
+
+        from rtmo.openvino_runtime import OpenVinoModel
+
+        precision = "bf16" if key == "openvino-bf16" else "fp32"
+        runner = OpenVinoModel(path, precision, threads=_threads())
+        engine = f"OpenVINO {openvino.__version__} CPU {precision}"
+    post = runner.postprocessor
+
+    def postprocess(dense: Any, batch: Tensor) -> list[dict[str, Tensor]]:
+        return post.predict(dense, score_thr=0.1, nms_thr=0.65, max_det=case.max_det)
+
+    settings = (
+        f"{engine}, {_threads()} threads, raw-head export (dense predictions, opset 17); "
+        f"post-process: rtmo.Postprocessor, fused kernels on {post.device}"
+    )
+    return Row(key, settings, runner.run, postprocess)
+
+
 def _graph_row(model: RTMOModel, example: Tensor, max_det: int) -> Row:
     def predict(batch: Tensor) -> Any:
         return model.predict_padded(batch, 0.1, 0.65, max_det)
@@ -241,6 +293,12 @@ def build_rows(case: CaseSettings, workdir: Path) -> tuple[list[Row], dict[str, 
             except ImportError as err:
                 skipped[key] = f"onnxruntime or rtmo.export unavailable: {err}"
                 continue
+        elif key in DENSE_ROWS:
+            reason = _dense_row_unavailable(key, case.device)
+            if reason:
+                skipped[key] = reason
+                continue
+            row = _dense_row(key, _fused_model(case.variant, True, case), case, workdir)
         elif key == "cuda-graph":
             if not is_cuda:
                 skipped[key] = "CUDA only"
@@ -253,6 +311,24 @@ def build_rows(case: CaseSettings, workdir: Path) -> tuple[list[Row], dict[str, 
         row.setup_s = time.perf_counter() - start
         rows.append(row)
     return rows, skipped
+
+
+def _dense_row_unavailable(key: str, device: str) -> str | None:
+    """Why a dense row cannot run here, or None."""
+    import importlib.util
+
+    module = "onnxruntime" if key == "ort-dense" else "openvino"
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed"
+    if key == "ort-dense":
+        return None
+    if torch.device(device).type != "cpu":
+        return "OpenVINO rows run on the CPU only"
+    from rtmo.openvino_runtime import cpu_has_bf16
+
+    if key == "openvino-bf16" and not cpu_has_bf16():
+        return "this CPU has no native bfloat16 (AVX512-BF16/AMX)"
+    return None
 
 
 def _summary(outputs: list[dict[str, np.ndarray]]) -> dict[str, Any]:

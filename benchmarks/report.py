@@ -16,6 +16,9 @@ ROW_LABELS = {
     "compile": "(c) rtmo kernels + torch.compile",
     "onnxruntime": "(d) onnxruntime",
     "cuda-graph": "(e) rtmo kernels, CUDA graph",
+    "ort-dense": "(f) onnxruntime dense + rtmo kernels",
+    "openvino": "(g) OpenVINO dense + rtmo kernels",
+    "openvino-bf16": "(h) OpenVINO bf16 dense + rtmo kernels",
 }
 SHORT_LABELS = {
     "kernels": "(a) kernels",
@@ -23,6 +26,9 @@ SHORT_LABELS = {
     "compile": "(c) compile",
     "onnxruntime": "(d) onnxrt",
     "cuda-graph": "(e) graph",
+    "ort-dense": "(f) ort+k",
+    "openvino": "(g) ov+k",
+    "openvino-bf16": "(h) ov bf16+k",
 }
 
 

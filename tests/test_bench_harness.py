@@ -175,6 +175,35 @@ def test_postprocess_is_the_function_the_scaling_times():
     assert postprocess_scaling.postprocess_padded is postprocess_padded
 
 
+def test_dense_rows_find_the_planted_crowd():
+    """The raw-head rows (dense network in onnxruntime / OpenVINO, post-process on the kernels)
+    run in the harness and find the planted people where the eager kernels row does."""
+    from benchmarks import end_to_end
+
+    rows = ("kernels", "onnxruntime", *end_to_end.DENSE_ROWS)
+    case = end_to_end.CaseSettings(
+        "rtmo-t",
+        people=3,
+        candidates=24,
+        input_size=(SMALL, SMALL),
+        rounds=1,
+        rows=rows,
+        max_det=10,
+    )
+    result = end_to_end.run_case(case)
+    by_key = {row["key"]: row for row in result["rows"]}
+    expected = set(rows) - set(result["skipped"])
+    assert set(by_key) == expected
+    assert {"ort-dense", "openvino"} <= expected  # both runtimes are requirements
+    for key, row in by_key.items():
+        assert row["detections"] == [3], key
+        assert set(row["stages"]) == {"preprocess", "network", "postprocess"}
+    for key in ("ort-dense", "openvino"):
+        # fp32 networks: the same people as the eager row, to float32 noise (frame pixels).
+        assert by_key[key]["max_keypoint_diff_px"] < 0.05, by_key[key]
+    assert "rtmo.Postprocessor" in by_key["ort-dense"]["settings"]
+
+
 def test_quick_run_writes_json_markdown_and_plots(tmp_path, capsys):
     run.main(
         [
