@@ -111,6 +111,9 @@ def load_annotations(data: str | os.PathLike | dict[str, Any]) -> KeypointAnnota
     category = _person_category(raw["categories"], source)
     cat_id = category["id"]
     images = _checked_images(raw["images"], source)
+    for i, ann in enumerate(raw["annotations"]):
+        if not isinstance(ann, dict):
+            raise EvalInputError(f"{source}: annotations[{i}] is a {_kind(ann)}, not an object")
     anns = [copy.deepcopy(a) for a in raw["annotations"] if a.get("category_id") == cat_id]
     num_keypoints = _num_keypoints(category, anns, source)
     area_rule = _fill_annotations(anns, {img["id"] for img in images}, num_keypoints, source)
@@ -151,6 +154,8 @@ def _person_category(categories: list[Any], source: str) -> dict[str, Any]:
             f"{source}: expected exactly one category with a 'keypoints' list (the person "
             f"category), found {len(with_keypoints)}{f' (ids {found})' if found else ''}"
         )
+    if "id" not in with_keypoints[0]:
+        raise EvalInputError(f"{source}: the category with 'keypoints' has no 'id'")
     return with_keypoints[0]
 
 
@@ -239,15 +244,13 @@ def resolve_sigmas(
         return _checked_sigmas(sigmas, k, "sigmas"), "given"
     if annotations.sigmas is not None:
         return annotations.sigmas, f"{annotations.source}, category {annotations.category_id}"
+    known = {"COCO": COCO_SIGMAS, "CrowdPose": CROWDPOSE_SIGMAS}
     if model_sigmas is not None and len(model_sigmas) == k:
-        return tuple(model_sigmas), "the model's keypoint set"
-    known = {
-        len(COCO_SIGMAS): ("COCO", COCO_SIGMAS),
-        len(CROWDPOSE_SIGMAS): ("CrowdPose", CROWDPOSE_SIGMAS),
-    }
-    if k in known:
-        name, values = known[k]
-        return values, f"{name} ({k} keypoints)"
+        name = next((n for n, v in known.items() if tuple(model_sigmas) == v), None)
+        return tuple(model_sigmas), f"the model's keypoint set, {name or 'its own'} ({k} keypoints)"
+    for name, values in known.items():
+        if len(values) == k:
+            return values, f"{name} ({k} keypoints)"
     raise EvalInputError(
         f"{annotations.source}: {k} keypoints and no 'sigmas' in category "
         f"{annotations.category_id}; OKS sigmas are known for 17 (COCO) and 14 (CrowdPose) "
@@ -357,11 +360,11 @@ def _checked_result(
             f"{where} (image {result['image_id']}) has {count} keypoint values "
             f"({count // 3} keypoints); {annotations.source} has {k} keypoints ({3 * k} values)"
         )
+    if "bbox" in result and not (isinstance(result["bbox"], list) and len(result["bbox"]) == 4):
+        raise EvalInputError(f"{where}: 'bbox' must be [x, y, w, h]")
     values = [*keypoints, result["score"], *result.get("bbox", [])]
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         raise EvalInputError(f"{where}: keypoints, score and bbox must be finite numbers")
-    if "bbox" in result and len(result["bbox"]) != 4:
-        raise EvalInputError(f"{where}: 'bbox' must be [x, y, w, h]")
     return dict(result)
 
 
