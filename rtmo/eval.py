@@ -481,8 +481,8 @@ class _RunStats:
     load_s: float = 0.0
     stage_ms: dict[str, float] | None = None
     reruns: int = 0  # images run again with more slots
-    capped: int = 0  # images that filled every slot they could be given
-    slot_limit: int = 0
+    capped: int = 0  # images that filled every slot of a cap (max_det, an ONNX file's slots)
+    slot_limit: int | None = None  # the cap; None: one slot per prior, nobody is left out
 
     def add(self, poses: Poses) -> None:
         """Counts one image's share of a predictor call (`Poses.speed` is ms per image)."""
@@ -501,7 +501,7 @@ class _RunStats:
             "batch_size": batch_size,
             "rerun_images": self.reruns,
             "images_at_max_det": self.capped,
-            "max_slots": self.slot_limit,
+            "max_det_slots": self.slot_limit,
             "note": "wall time of the whole run, first (warm-up) batch included; 'load' is the "
             "time spent waiting for decoded images (decoding overlaps inference)",
         }
@@ -529,9 +529,9 @@ def predict_results(
     folder = Path(images)
     if not folder.is_dir():
         raise EvalInputError(f"{folder}: no such image folder")
-    slots, limit = _slots(model, max_det)
+    slots, limit, capped = _slots(model, max_det)
     options = {"score_thr": score_thr, "nms_thr": nms_thr}
-    stats = _RunStats(slot_limit=limit)
+    stats = _RunStats(slot_limit=limit if capped else None)
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(annotations.images), unit="img", disable=not progress, leave=False)
     start = time.perf_counter()
@@ -572,20 +572,21 @@ def _decode(annotations: KeypointAnnotations, folder: Path):
         yield record, image
 
 
-def _slots(model: RTMO, max_det: int | None) -> tuple[int, int]:
-    """(person slots of the first pass, most slots an image may be given)."""
+def _slots(model: RTMO, max_det: int | None) -> tuple[int, int, bool]:
+    """(person slots of the first pass, most slots an image may be given, whether that most is a
+    cap that can leave people out)."""
     from rtmo.model.head import STRIDES
     from rtmo.onnx_runtime import OnnxRuntimeModel
 
     if isinstance(model.model, OnnxRuntimeModel):
         # The slots are fixed in the graph; a full image is counted, not rerun.
         slots = model.model.max_det if max_det is None else max_det
-        return slots, slots
+        return slots, slots, True
     if max_det is not None:
-        return max_det, max_det
+        return max_det, max_det, True
     w, h = model.input_size
     priors = sum((w // s) * (h // s) for s in STRIDES)  # no image has more candidates
-    return min(FIRST_SLOTS, priors), priors
+    return min(FIRST_SLOTS, priors), priors, False
 
 
 def _all_people(
@@ -606,7 +607,7 @@ def _all_people(
         poses = model.predict([image], max_det=limit, **options)[0]
         stats.add(poses)
         stats.reruns += 1
-    if len(poses) == limit:
+    if len(poses) == stats.slot_limit:
         stats.capped += 1
     return poses
 
@@ -857,7 +858,7 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
             )
         if speed["images_at_max_det"]:
             lines.append(
-                f"  {speed['images_at_max_det']} images filled all {speed['max_slots']} person "
+                f"  {speed['images_at_max_det']} images filled all {speed['max_det_slots']} person "
                 "slots: people beyond them, if any, were not scored"
             )
     return lines

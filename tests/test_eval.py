@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from rtmo import cli
 from rtmo.config import COCO_KEYPOINTS, COCO_SIGMAS, CROWDPOSE_KEYPOINTS, CROWDPOSE_SIGMAS
@@ -712,6 +713,20 @@ def test_command_bad_values_exit_2_naming_the_option(capsys, option, value, mess
     assert message in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the errors of a machine without a GPU")
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
+        (["--device", "cpu", "--dtype", "fp16"], "--dtype fp16 needs a CUDA device"),
+    ],
+)
+def test_command_device_errors_exit_2(files, capsys, options, message):
+    argv = ["eval", "--random-weights", "--data", files / "ann.json", "--images", files / "images"]
+    assert cli.main([*map(str, argv), *options]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
 def test_command_with_a_mismatched_results_file_exits_2(files, capsys):
     predictions = json.loads((files / "results.json").read_text())
     predictions[0]["category_id"] = 3
@@ -724,8 +739,6 @@ def test_command_with_a_mismatched_results_file_exits_2(files, capsys):
 def test_command_runs_a_random_weight_model_and_an_onnx_file(tmp_path, capsys):
     """`rtmo eval --random-weights` and `--onnx`: the real predictor on real files; results.json
     rescores to the same metrics."""
-    import torch
-
     from rtmo.config import from_name
     from rtmo.export import export_onnx
     from rtmo.model import RTMOModel
@@ -759,6 +772,7 @@ def test_command_runs_a_random_weight_model_and_an_onnx_file(tmp_path, capsys):
         "use_kernels": True,
     }
     assert metrics["speed"]["images"] == 2
+    assert metrics["speed"]["images_at_max_det"] == 0  # one slot per prior: nobody left out
     results = json.loads((tmp_path / "t" / "results.json").read_text())
     assert len(results) == metrics["dataset"]["results"]
     assert {r["image_id"] for r in results} <= {1, 2}
