@@ -332,7 +332,19 @@ COMMANDS: list[Command] = [
         lambda parser: _export().add_cli_arguments(parser),
         lambda args: _export().run_cli(args),
     ),
+    Command(
+        "data",
+        "datasets: `rtmo data synth` writes procedural people (COCO keypoints, videos)",
+        lambda parser: _data().add_arguments(parser),
+        lambda args: _data().run(args),
+    ),
 ]
+
+
+def _data() -> Any:
+    import rtmo.commands.data
+
+    return rtmo.commands.data
 
 
 def _export() -> Any:
