@@ -75,19 +75,16 @@ def test_annotations_are_self_consistent(dataset):
         assert 0 < ann["area"] <= w * h
 
 
-def test_dataset_has_crowds_occlusion_and_the_height_range():
-    stats = {"people": [], "heights": [], "v": np.zeros(3)}
-    for index in range(12):
-        _, people, _ = synth.render_image(synth.VAL_SEED, index)
-        stats["people"].append(len(people))
-        stats["heights"] += [p.person.height for p in people]
-        stats["v"] += np.bincount(np.concatenate([p.keypoints[:, 2] for p in people]).astype(int),
-                                  minlength=3)  # fmt: skip
-    assert max(stats["people"]) >= 15
-    assert min(stats["people"]) <= 6
-    assert min(stats["heights"]) < 50
-    assert max(stats["heights"]) > 250
-    outside, hidden, visible = stats["v"] / stats["v"].sum()
+def test_dataset_has_crowds_occlusion_and_the_height_range(dataset):
+    anns = _load(dataset)["annotations"]
+    people = np.bincount([a["image_id"] for a in anns])[1:]
+    assert people.max() >= 15
+    assert people.min() <= 6
+    heights = np.array([a["bbox"][3] for a in anns])  # the figure's box: its height, or less
+    assert heights.min() < 50
+    assert heights.max() > 250
+    v = np.concatenate([a["keypoints"][2::3] for a in anns])
+    outside, hidden, visible = np.bincount(v, minlength=3) / v.size
     assert hidden > 0.1
     assert visible > 0.5
     assert outside > 0.005
@@ -375,6 +372,7 @@ def test_cli_bad_values_exit_2_naming_the_option(tmp_path, capsys, args, message
     [
         (["--images", "2", "--frames", "5"], "--frames needs --motion"),
         (["--motion", "--images", "2"], "--images is for still images"),
+        (["--motion", "--max-people", "2"], "--max-people is for still images"),
         ([], "give --images N"),
     ],
 )

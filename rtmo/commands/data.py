@@ -35,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WxH of every image, e.g. 640x480 (default: varied around 640x480; 640x480 with "
         "--motion)",
     )
-    synth.add_argument(
-        "--max-people", type=_count(1), default=30, help="people per image at most (default 30)"
-    )
+    synth.add_argument("--max-people", type=_count(1), help="people per image at most (default 30)")
     synth.add_argument(
         "--motion", action="store_true", help="write videos of moving people instead of images"
     )
@@ -87,13 +85,29 @@ def _fps(text: str) -> float:
 def _run_synth(args: argparse.Namespace) -> int:
     from rtmo.cli import EXIT_OK, UsageError
 
-    _check_out(args.out, UsageError)
     if args.motion:
-        if args.images is not None:
-            raise UsageError("--images is for still images; with --motion give --sequences")
-        from rtmo.train.synthetic import synthesize_sequences
+        for option in ("images", "max_people"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option.replace('_', '-')} is for still images, not --motion")
+    else:
+        for option in ("sequences", "frames", "fps"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option} needs --motion")
+        if args.images is None:
+            raise UsageError("give --images N (or --motion for videos)")
+    try:
+        message = _synthesize(args)
+    except FileExistsError as err:
+        raise UsageError(f"--out: {err}; give a new folder (nothing is overwritten)") from err
+    print(f"rtmo: {message}", file=sys.stderr)
+    return EXIT_OK
 
-        paths = synthesize_sequences(
+
+def _synthesize(args: argparse.Namespace) -> str:
+    from rtmo.train import synthetic
+
+    if args.motion:
+        paths = synthetic.synthesize_sequences(
             args.out,
             args.sequences or 4,
             args.frames or 150,
@@ -102,26 +116,13 @@ def _run_synth(args: argparse.Namespace) -> int:
             fps=args.fps or 25.0,
             progress=True,
         )
-        print(f"rtmo: {len(paths)} videos with annotations in {args.out}", file=sys.stderr)
-        return EXIT_OK
-    for option in ("sequences", "frames", "fps"):
-        if getattr(args, option) is not None:
-            raise UsageError(f"--{option} needs --motion")
-    if args.images is None:
-        raise UsageError("give --images N (or --motion for videos)")
-    from rtmo.train.synthetic import synthesize_dataset
-
-    path = synthesize_dataset(
-        args.out, args.images, args.seed, size=args.size, max_people=args.max_people, progress=True
+        return f"{len(paths)} videos with their annotations in {args.out}"
+    path = synthetic.synthesize_dataset(
+        args.out,
+        args.images,
+        args.seed,
+        size=args.size,
+        max_people=args.max_people or 30,
+        progress=True,
     )
-    print(
-        f"rtmo: {args.images} images in {args.out / 'images'}, annotations {path}", file=sys.stderr
-    )
-    return EXIT_OK
-
-
-def _check_out(out: Path, usage_error: type[Exception]) -> None:
-    if out.exists() and not out.is_dir():
-        raise usage_error(f"--out {out} is a file; give a new folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise usage_error(f"--out {out} is not empty; give a new folder (nothing is overwritten)")
+    return f"{args.images} images in {args.out / 'images'}, annotations in {path}"
