@@ -403,6 +403,7 @@ class Appearance:
     stripes: tuple[float, float, float] | None  # angle (deg), period (standing heights), dark
     dress: bool
     hat: bool
+    texture_seed: int  # the cloth pattern, the same in every frame of a video
 
 
 def _random_color(rng: np.random.Generator, saturation=(0.0, 1.0), value=(0.1, 1.0)) -> np.ndarray:
@@ -447,6 +448,7 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         stripes=stripes,
         dress=dress,
         hat=bool(rng.random() < 0.12),
+        texture_seed=int(rng.integers(2**31)),
     )
 
 
@@ -484,6 +486,7 @@ class Occluder:
     polygon: np.ndarray | None = None
     ellipse: tuple | None = None
     texture: float = 0.2
+    texture_seed: int = 0
 
 
 def project(person: Person) -> tuple[np.ndarray, np.ndarray]:
@@ -721,9 +724,10 @@ def _low_frequency(
 _SHIRT_PARTS = (TORSO, L_UPPER, R_UPPER, L_FORE, R_FORE)
 
 
-def _texture(person: Person, part_map: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _texture(person: Person, part_map: np.ndarray) -> np.ndarray:
     """Per-pixel brightness factor (h, w, 1): cloth shading, stripes, light falloff, outlines."""
     look = person.appearance
+    rng = np.random.default_rng(look.texture_seed)
     h, w = part_map.shape
     factor = 1.0 + look.cloth_texture * _low_frequency(rng, (h, w))
     factor *= np.linspace(1.0 - 0.15 * rng.random(), 1.0 + 0.1 * rng.random(), h, dtype=np.float32)[
@@ -747,7 +751,7 @@ def _texture(person: Person, part_map: np.ndarray, rng: np.random.Generator) -> 
 
 
 def _draw_person(
-    person: Person, canvas: np.ndarray, owner: np.ndarray, index: int, rng: np.random.Generator
+    person: Person, canvas: np.ndarray, owner: np.ndarray, index: int
 ) -> tuple[np.ndarray, tuple[int, int], np.ndarray, np.ndarray]:
     """Draws a person into canvas and owner; returns image points (NUM_POINTS, 2), the origin and
     part map of its crop, and self-visibility (17,)."""
@@ -763,7 +767,7 @@ def _draw_person(
         _draw_part(part_map, pid, shape, geometry)
     self_visible = _self_visibility(part_map, origin, xy, depth)
     colors = _shade(person, parts, float(depth[TORSO_HULL].mean()))
-    layer = cv2.convertScaleAbs(colors[part_map] * _texture(person, part_map, rng))  # saturates
+    layer = cv2.convertScaleAbs(colors[part_map] * _texture(person, part_map))  # saturates
     _paste(canvas, owner, (x0, y0), layer, part_map > 0, index)
     return xy, (x0, y0), part_map, self_visible
 
@@ -783,9 +787,7 @@ def _paste(
     owner[y0 : y0 + h, x0 : x0 + w][mask] = index
 
 
-def _draw_occluder(
-    occluder: Occluder, canvas: np.ndarray, owner: np.ndarray, rng: np.random.Generator
-) -> None:
+def _draw_occluder(occluder: Occluder, canvas: np.ndarray, owner: np.ndarray) -> None:
     height, width = owner.shape
     if occluder.polygon is not None:
         corners = occluder.polygon
@@ -805,15 +807,14 @@ def _draw_occluder(
         _draw_part(
             mask, 1, "ellipse", _ellipse(np.array([cx, cy]) - offset, (ax, ay), occluder.ellipse[2])
         )
-    shading = 1.0 + occluder.texture * _low_frequency(rng, mask.shape, cells=7)
+    texture_rng = np.random.default_rng(occluder.texture_seed)
+    shading = 1.0 + occluder.texture * _low_frequency(texture_rng, mask.shape, cells=7)
     layer = cv2.convertScaleAbs(np.asarray(occluder.color, np.float32) * shading[..., None])
     _paste(canvas, owner, (x0, y0), layer, mask.astype(bool), OCCLUDER)
 
 
 def render_scene(
-    background: np.ndarray,
-    elements: Sequence[Person | Occluder],
-    rng: np.random.Generator,
+    background: np.ndarray, elements: Sequence[Person | Occluder]
 ) -> tuple[np.ndarray, np.ndarray, list[Rendered]]:
     """Draws `elements` in order (later ones in front) over a copy of `background` (H, W, 3) uint8.
 
@@ -826,9 +827,9 @@ def render_scene(
     drawn = []
     for element in elements:
         if isinstance(element, Occluder):
-            _draw_occluder(element, canvas, owner, rng)
+            _draw_occluder(element, canvas, owner)
         else:
-            drawn.append((element, *_draw_person(element, canvas, owner, len(drawn), rng)))
+            drawn.append((element, *_draw_person(element, canvas, owner, len(drawn))))
     counts = np.bincount(owner.ravel() + 2, minlength=len(drawn) + 2)[2:]
     people = []
     for index, (person, xy, origin, part_map, self_visible) in enumerate(drawn):
@@ -1100,7 +1101,8 @@ def _seat(person: Person, rng: np.random.Generator) -> Occluder | None:
     xs = np.concatenate([hips[:, 0], knees[:, 0]])
     left, right = float(xs.min()) - 0.06 * person.height, float(xs.max()) + 0.06 * person.height
     quad = np.array([[left, top], [right, top], [right, bottom], [left, bottom]])
-    return Occluder(tuple(float(c) for c in _random_color(rng, value=(0.15, 0.9))), polygon=quad)
+    color = tuple(float(c) for c in _random_color(rng, value=(0.15, 0.9)))
+    return Occluder(color, polygon=quad, texture_seed=int(rng.integers(2**31)))
 
 
 def _occluder(rng: np.random.Generator, ground_y: float, ref: float, width: int) -> Occluder:
@@ -1108,28 +1110,25 @@ def _occluder(rng: np.random.Generator, ground_y: float, ref: float, width: int)
     tall there."""
     x = rng.uniform(-0.05, 1.05) * width
     color = tuple(float(c) for c in _random_color(rng, value=(0.15, 0.9)))
+    seed = int(rng.integers(2**31))
     kind = rng.integers(4)
-    if kind == 0:  # pole
-        half, top = rng.uniform(0.02, 0.07) * ref, ground_y - rng.uniform(1.2, 3.0) * ref
-        poly = np.array(
+    if kind in (0, 1):  # a pole, or a box: a car, table or bench
+        half, tall = ((0.02, 0.07), (1.2, 3.0)) if kind == 0 else ((0.2, 0.8), (0.25, 0.7))
+        half, top = rng.uniform(*half) * ref, ground_y - rng.uniform(*tall) * ref
+        box = np.array(
             [[x - half, top], [x + half, top], [x + half, ground_y], [x - half, ground_y]]
         )
-        return Occluder(color, polygon=poly, texture=0.15)
-    if kind == 1:  # box: a car, table or bench
-        half, top = rng.uniform(0.2, 0.8) * ref, ground_y - rng.uniform(0.25, 0.7) * ref
-        poly = np.array(
-            [[x - half, top], [x + half, top], [x + half, ground_y], [x - half, ground_y]]
-        )
-        return Occluder(color, polygon=poly, texture=0.3)
+        return Occluder(color, polygon=box, texture=0.15 if kind == 0 else 0.3, texture_seed=seed)
     if kind == 2:  # bush
         axes = (rng.uniform(0.25, 0.6) * ref, rng.uniform(0.15, 0.35) * ref)
-        return Occluder(color, ellipse=((x, ground_y - 0.6 * axes[1]), axes, 0.0), texture=0.5)
+        bush = ((x, ground_y - 0.6 * axes[1]), axes, 0.0)
+        return Occluder(color, ellipse=bush, texture=0.5, texture_seed=seed)
     centre = np.array([x, ground_y - rng.uniform(0.5, 1.5) * ref])  # board or sign
     half = np.array([rng.uniform(0.15, 0.5), rng.uniform(0.1, 0.4)]) * ref
-    angle = math.radians(rng.uniform(-30, 30))
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    c, s = _cos_sin(rng.uniform(-30, 30))
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
-    return Occluder(color, polygon=corners @ rot.T + centre, texture=0.2)
+    board = corners @ np.array([[c, s], [-s, c]]) + centre
+    return Occluder(color, polygon=board, texture=0.2, texture_seed=seed)
 
 
 @dataclass
@@ -1256,7 +1255,7 @@ def render_image(
     rng = np.random.default_rng([seed, index])
     size = sample_size(rng) if size is None else size
     background, elements, _ = sample_scene(rng, size, max_people)
-    image, _, people = render_scene(background, elements, rng)
+    image, _, people = render_scene(background, elements)
     effects = sample_degradation(rng)
     return degrade(image, effects, rng), [p for p in people if p.area > 0], effects
 
@@ -1528,7 +1527,7 @@ def render_sequence(
         elements = [(w.position[1], _posed(w, camera, time)) for w in walkers]
         elements += occluders
         elements.sort(key=lambda e: -e[0])  # far to near
-        image, _, people = render_scene(background, [e[1] for e in elements], rng)
+        image, _, people = render_scene(background, [e[1] for e in elements])
         yield degrade(image, effects, rng), [p for p in people if p.area > 0]
         for walker in walkers:
             _step(walker, 1.0 / fps)
