@@ -724,30 +724,46 @@ def _low_frequency(
 _SHIRT_PARTS = (TORSO, L_UPPER, R_UPPER, L_FORE, R_FORE)
 
 
-def _texture(person: Person, part_map: np.ndarray) -> np.ndarray:
-    """Per-pixel brightness factor (h, w, 1): cloth shading, stripes, light falloff, outlines."""
+def _texture(person: Person, part_map: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Per-pixel brightness factor (h, w, 1) of the crop at `origin`: cloth shading, stripes and
+    light falloff fixed to the person's frame (so they move with the person in a video, without
+    shimmering), and darker outlines between parts."""
     look = person.appearance
     rng = np.random.default_rng(look.texture_seed)
     h, w = part_map.shape
-    factor = 1.0 + look.cloth_texture * _low_frequency(rng, (h, w))
-    factor *= np.linspace(1.0 - 0.15 * rng.random(), 1.0 + 0.1 * rng.random(), h, dtype=np.float32)[
-        :, None
-    ]
+    # Pixel offsets from the top of the person's standing box (head top above the anchor).
+    top_left = np.asarray(person.anchor) - (0.6 * person.height, 1.05 * person.height)
+    offset = origin - top_left
+    factor = 1.0 + look.cloth_texture * _anchored_noise(rng, offset, (h, w), 1.2 * person.height)
+    top, bottom = 1.0 + 0.1 * rng.random(), 1.0 - 0.15 * rng.random()
+    rows = (np.arange(h, dtype=np.float32) + offset[1]) / person.height
+    factor *= (top + (bottom - top) * np.clip(rows, 0.0, 1.0))[:, None]
     if look.stripes is not None:
         angle, period, dark = look.stripes
-        period_px = max(period * person.height, 2.0)
-        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-        phase = (np.arange(w, dtype=np.float32) * c)[None, :] + (np.arange(h) * s)[:, None]
-        stripe = (phase // period_px) % 2 == 1
-        shirt_parts = [
-            p for p in _SHIRT_PARTS if np.array_equal(look.colors[p], look.colors[TORSO])
-        ]
-        factor[stripe & np.isin(part_map, shirt_parts)] *= dark
+        c, s = _cos_sin(angle)
+        across = (np.arange(w) + offset[0]) * c
+        phase = across[None, :] + ((np.arange(h) + offset[1]) * s)[:, None]
+        stripe = (phase // max(period * person.height, 2.0)) % 2 == 1
+        shirt = [p for p in _SHIRT_PARTS if np.array_equal(look.colors[p], look.colors[TORSO])]
+        factor[stripe & np.isin(part_map, shirt)] *= dark
     edge = np.zeros((h, w), bool)
     edge[:, 1:] |= part_map[:, 1:] != part_map[:, :-1]
     edge[1:, :] |= part_map[1:, :] != part_map[:-1, :]
     factor[edge] *= 0.72 if person.height > 60 else 0.88
     return factor[..., None]
+
+
+def _anchored_noise(
+    rng: np.random.Generator, offset: np.ndarray, shape: tuple[int, int], box: float, cells: int = 6
+) -> np.ndarray:
+    """The window at `offset` (x, y), of `shape`, of smooth noise in about [-1, 1] spread over a
+    box x box square: a cells x cells grid interpolated bicubically, only where the window is."""
+    grid = rng.uniform(-1.0, 1.0, size=(cells, cells)).astype(np.float32)
+    k = (cells - 1) / box  # grid steps per pixel
+    to_grid = np.array([[k, 0.0, offset[0] * k], [0.0, k, offset[1] * k]])
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(grid, to_grid, (shape[1], shape[0]), flags=flags,
+                          borderMode=cv2.BORDER_REFLECT)  # fmt: skip
 
 
 def _draw_person(
@@ -767,7 +783,7 @@ def _draw_person(
         _draw_part(part_map, pid, shape, geometry)
     self_visible = _self_visibility(part_map, origin, xy, depth)
     colors = _shade(person, parts, float(depth[TORSO_HULL].mean()))
-    layer = cv2.convertScaleAbs(colors[part_map] * _texture(person, part_map))  # saturates
+    layer = cv2.convertScaleAbs(colors[part_map] * _texture(person, part_map, origin))
     _paste(canvas, owner, (x0, y0), layer, part_map > 0, index)
     return xy, (x0, y0), part_map, self_visible
 
