@@ -48,17 +48,17 @@ Canonical sets (images depend only on (seed, index), so a longer set starts with
 - validation, for benchmarks and the trained model: `--images 200 --seed 1` (VAL_SEED, VAL_IMAGES)
 - tracking: `--motion --sequences 4 --frames 150 --seed 2` (SEQUENCE_SEED)
 
-The validation set: 52 group, 94 street and 54 crowd scenes; 2058 people, 10.3 per image (1 to 30,
-median 8); standing heights 27 / 47 / 90 / 166 / 371 px at the 5/25/50/75/95th percentiles; keypoint
-visibility 0 / 1 / 2 for 11.4 / 28.5 / 60.1 % of keypoints; half the people are COCO-"small" (area
-under 32^2) and 24 have no labelled keypoint. COCOeval's keypoint default of 20 detections per
+The validation set: 52 group, 94 street and 54 crowd scenes; 2055 people, 10.3 per image (1 to 30,
+median 8); standing heights 27 / 47 / 89 / 166 / 368 px at the 5/25/50/75/95th percentiles; keypoint
+visibility 0 / 1 / 2 for 11.4 / 29.1 / 59.5 % of keypoints; half the people are COCO-"small" (area
+under 32^2) and 25 have no labelled keypoint. COCOeval's keypoint default of 20 detections per
 image is below the 30 people of the largest crowds: evaluate with maxDets of 30 or more.
 
 Deterministic: the same seed writes the same json bytes, and the same images for the same
-versions of numpy, OpenCV and scikit-image. Speed: 43 images/s of one core's CPU time (the 200
-validation images, JPEG encoding and writing included; ~25 ms per image, 13 ms per 640x480 video
-frame), measured on a busy shared 2-core machine where the wall clock gave 17 images/s: a quiet
-machine is needed for a wall-clock figure.
+versions of numpy, OpenCV and scikit-image. Speed: 40 images/s of CPU time (the 200 validation
+images, JPEG encoding and writing included; ~25 ms per image, 14 ms per 640x480 video frame),
+measured on a busy shared 2-core machine where the wall clock gave 10-17 images/s: a quiet machine
+is needed for a wall-clock figure (benchmarks/test_bench_synthetic_data.py measures it).
 """
 
 from __future__ import annotations
