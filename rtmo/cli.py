@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from rtmo.commands import data as data_command
 from rtmo.commands import eval as eval_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -339,6 +340,12 @@ COMMANDS: list[Command] = [
         "COCO keypoint AP (pycocotools) of a model on an annotated image set, or of a results file",
         eval_command.add_arguments,
         eval_command.run,
+    ),
+    Command(
+        "data",
+        "datasets: `rtmo data synth` writes procedural people (COCO keypoints, videos)",
+        data_command.add_arguments,
+        data_command.run,
     ),
 ]
 
