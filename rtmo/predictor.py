@@ -89,6 +89,9 @@ class RTMO:
             raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
         self.dtype = _resolve_dtype(dtype, self.device)
         self.backend = backend
+        self.checkpoint = (
+            None if checkpoint is None else str(checkpoint)
+        )  # where the weights came from
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
         if isinstance(model, (torch.nn.Module, *EXPORTED)):
             if checkpoint is not None:
