@@ -578,8 +578,9 @@ def _slots(model: RTMO, max_det: int | None) -> tuple[int, int, bool]:
     from rtmo.model.head import STRIDES
     from rtmo.onnx_runtime import OnnxRuntimeModel
 
-    if isinstance(model.model, OnnxRuntimeModel):
-        # The slots are fixed in the graph; a full image is counted, not rerun.
+    if isinstance(model.model, OnnxRuntimeModel) and model.model.max_det is not None:
+        # The slots are fixed in the graph; a full image is counted, not rerun. (A raw-head
+        # file's post-process takes any max_det, like the torch model.)
         slots = model.model.max_det if max_det is None else max_det
         return slots, slots, True
     if max_det is not None:
@@ -757,13 +758,15 @@ def _check_model(model: RTMO, annotations: KeypointAnnotations) -> Sequence[floa
 
 def _model_settings(model: RTMO, batch_size: int) -> dict[str, Any]:
     from rtmo.onnx_runtime import OnnxRuntimeModel
+    from rtmo.openvino_runtime import OpenVinoModel
 
     net = model.model
     onnx = isinstance(net, OnnxRuntimeModel)
+    openvino = isinstance(net, OpenVinoModel)
     settings = {
         "name": model.config.name,
         "checkpoint": getattr(model, "checkpoint", None),
-        "runtime": "onnxruntime" if onnx else "torch",
+        "runtime": "onnxruntime" if onnx else "openvino" if openvino else "torch",
         "device": str(model.device),
         "input_size": list(model.input_size),
         "batch_size": batch_size,
@@ -774,6 +777,8 @@ def _model_settings(model: RTMO, batch_size: int) -> dict[str, Any]:
             "providers": net.session.get_providers(),
             "dtype": "float16" if net.fp16 else "float32",
         }
+    elif openvino:
+        settings |= {"onnx_file": str(net.path), "dtype": net.precision}
     else:
         settings |= {
             "dtype": str(model.dtype).removeprefix("torch."),

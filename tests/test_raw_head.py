@@ -464,3 +464,20 @@ def test_cli_export_raw(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--max-det, --nms-thr: --head raw has no NMS in the graph" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_evaluate_a_raw_head_file(crowded, tmp_path, runtime):
+    """`rtmo.evaluate` on a raw-head file: any max_det (None: every NMS survivor), the runtime
+    named in the settings; the same AP as the torch predictor of the same weights."""
+    from test_eval import annotated_folder
+
+    from rtmo import RTMO, evaluate
+
+    model, path, _, _ = crowded
+    data, images = annotated_folder(tmp_path, count=2)
+    ours = evaluate(RTMO.from_onnx(path, runtime=runtime), data=data, images=images, max_det=None)
+    reference = evaluate(small_predictor(model), data=data, images=images, max_det=None)
+    assert ours["settings"]["model"]["runtime"] == runtime
+    assert ours["dataset"] == reference["dataset"]
+    assert ours["AP"] == pytest.approx(reference["AP"], abs=1e-6)

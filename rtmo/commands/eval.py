@@ -302,7 +302,7 @@ def _onnx_predictor(args: argparse.Namespace, device: Any) -> Any:
             f"--nms-thr {settings['nms_thr']} differs from the {runner.nms_thr} exported into "
             f"{name}: export again with --nms-thr {settings['nms_thr']}"
         )
-    if settings["max_det"] is not None and settings["max_det"] > runner.max_det:
+    if runner.max_det is not None and (settings["max_det"] or 0) > runner.max_det:
         raise UsageError(
             f"--max-det {settings['max_det']}: {name} has {runner.max_det} person slots per "
             "image; export again with a larger --max-det"
