@@ -40,7 +40,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +59,9 @@ from rtmo.postprocessor import (
     write_sidecar,
 )
 from rtmo_kernels.reference.dcc import dcc_decode
+
+if TYPE_CHECKING:
+    from rtmo.predictor import RTMO
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("dets", "keypoints")
@@ -241,7 +244,7 @@ def prepare_model(model: RTMOModel, input_size: tuple[int, int]) -> RTMOModel:
 
 
 def export_onnx(
-    model: Any,
+    model: RTMOModel | RTMO,
     path: str | os.PathLike,
     input_size: tuple[int, int] | None = None,
     max_det: int | None = None,
@@ -336,7 +339,7 @@ def export_onnx(
     return path
 
 
-def _torch_model(model: Any) -> tuple[RTMOModel, dict[str, Any]]:
+def _torch_model(model: object) -> tuple[RTMOModel, dict[str, Any]]:
     """The RTMOModel to export, and the full-head defaults a predictor brings (its max_det,
     score_thr, nms_thr)."""
     if isinstance(model, RTMOModel):

@@ -39,7 +39,7 @@ class OpenVinoModel:
 
     Attributes: path, head ("raw"), config, input_size (w, h), precision, num_keypoints,
     postprocessor, compiled (the openvino CompiledModel); max_det, score_thr and nms_thr are None
-    (chosen per call).
+    (chosen per call). One infer request serves the calls: use one runner per thread.
     """
 
     def __init__(

@@ -278,6 +278,11 @@ class Postprocessor:
                 f"letterboxes: {len(letterboxes)} given for a batch of {len(predictions)} images"
             )
         for i, box in enumerate(letterboxes):
+            if not isinstance(box, Letterbox):
+                raise TypeError(
+                    f"letterboxes[{i}] must be an rtmo.preprocess.Letterbox, got "
+                    f"{type(box).__name__}"
+                )
             if tuple(box.input_size) != self.input_size:
                 raise ValueError(
                     f"letterboxes[{i}] places the image in a {box.input_size} input, the model "

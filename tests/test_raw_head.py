@@ -31,6 +31,7 @@ from rtmo.model import RTMOModel
 from rtmo.onnx_runtime import OnnxRuntimeModel
 from rtmo.openvino_runtime import OpenVinoModel, cpu_has_bf16
 from rtmo.postprocessor import RAW_OUTPUT_NAMES, Postprocessor, sidecar_path, write_sidecar
+from rtmo.preprocess import letterbox_params
 
 SIZE = (160, 160)
 PRIORS = 10 * 10 + 5 * 5  # strides 16 and 32 at 160x160
@@ -279,6 +280,12 @@ def test_postprocessor_option_errors(crowded, dense):
         post.predict(dense, score_thr=-0.5)
     with pytest.raises(ValueError, match="letterboxes: 2 given for a batch of 3 images"):
         post(dense, [None, None])
+    with pytest.raises(TypeError, match=r"letterboxes\[1\] must be an rtmo\.preprocess\.Letterbox"):
+        post(dense, [letterbox_params((90, 60), SIZE), (90, 60), None])
+    with pytest.raises(
+        ValueError, match=r"letterboxes\[0\] places the image in a \(64, 64\) input"
+    ):
+        post(dense, letterbox_params((90, 60), (64, 64)))
     with pytest.raises(ValueError, match=r"input_size must be \(w, h\), positive multiples of 32"):
         Postprocessor(post.dcc, post.config, (100, 64))
     with pytest.raises(ValueError, match="the DCC decodes 17 keypoints from 192-channel pose"):
