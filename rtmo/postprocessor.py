@@ -68,6 +68,7 @@ def num_priors(input_size: tuple[int, int]) -> int:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

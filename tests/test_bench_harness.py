@@ -265,7 +265,7 @@ def test_quick_run_measures_each_rows_ap_on_an_annotated_set(tmp_path):
     run.main(
         [
             *common,
-            "--rows=kernels,onnxruntime",
+            "--rows=kernels,onnxruntime,ort-dense,openvino",
             f"--val-data={data}",
             f"--val-images={images}",
             f"--val-checkpoint={weights}",

@@ -406,7 +406,7 @@ def test_predictor_export_and_runtimes(crowded, tmp_path):
     from rtmo import RTMO
     from rtmo import export_onnx as exported
 
-    model, _, images, _ = crowded
+    model, path, images, _ = crowded
     predictor = small_predictor(model, score_thr=0.2, nms_thr=0.6)
     # The predictor's thresholds baked in; its max_det capped at the 20 priors of 64x64.
     full = exported(predictor, tmp_path / "full.onnx", input_size=(64, 64))
@@ -416,16 +416,17 @@ def test_predictor_export_and_runtimes(crowded, tmp_path):
         ValueError, match=r"a full-head graph \(NMS and DCC inside\); OpenVINO runs"
     ):
         OpenVinoModel(full)
-    raw = predictor.export(tmp_path / "raw.onnx", head="raw")
+    raw = predictor.export(tmp_path / "raw.onnx", head="raw", input_size=(64, 64))
+    assert OnnxRuntimeModel(raw).head == "raw"
     assert sidecar_path(raw).is_file()
     image = images[2].permute(1, 2, 0).round().to(torch.uint8).numpy()[10:150]
     expected = predictor(image)
     assert 0 < len(expected) <= MAX_DET
     on_openvino = small_predictor(model, score_thr=0.2, nms_thr=0.6, runtime="openvino")
     assert isinstance(on_openvino.model, OpenVinoModel)
-    for other in (
-        RTMO.from_onnx(raw, score_thr=0.2, nms_thr=0.6, max_det=MAX_DET),
-        RTMO.from_onnx(raw, runtime="openvino", score_thr=0.2, nms_thr=0.6, max_det=MAX_DET),
+    for other in (  # `path`: the raw-head export of the same weights at 160x160
+        RTMO.from_onnx(path, score_thr=0.2, nms_thr=0.6, max_det=MAX_DET),
+        RTMO.from_onnx(path, runtime="openvino", score_thr=0.2, nms_thr=0.6, max_det=MAX_DET),
         on_openvino,
     ):
         assert other.input_size == SIZE
