@@ -13,7 +13,6 @@ on body7 and evaluated on CrowdPose's 14 keypoints). Short names pick the body7 
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,14 +241,25 @@ def from_name(name: str) -> RTMOConfig:
 def download_checkpoint(name: str, directory: str | os.PathLike | None = None) -> Path:
     """Downloads the official checkpoint of a variant (once) and returns its path.
 
-    The file goes to `directory`, default ``$RTMO_HOME`` or ``~/.cache/rtmo``.
+    The file goes to `directory`, default ``$RTMO_HOME`` or ``~/.cache/rtmo``. A failed download
+    (offline, HTTP error) raises OSError naming the URL and leaves no partial file.
     """
+    import urllib.request  # not at module level: it costs the command line's start-up
+
     cfg = from_name(name)
     root = Path(directory or os.environ.get("RTMO_HOME", Path.home() / ".cache" / "rtmo"))
     path = root / cfg.checkpoint_filename
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
-        urllib.request.urlretrieve(cfg.checkpoint_url, partial)
+        try:
+            urllib.request.urlretrieve(cfg.checkpoint_url, partial)
+        except OSError as err:  # URLError and HTTPError are OSErrors
+            partial.unlink(missing_ok=True)
+            reason = getattr(err, "reason", None) or err
+            raise OSError(
+                f"cannot download the {cfg.name} checkpoint from {cfg.checkpoint_url} ({reason}); "
+                f"download it by other means and pass the file's path"
+            ) from err
         partial.replace(path)
     return path

@@ -85,7 +85,9 @@ def dcc_decode(
         boxes (Tensor[N, 4]): xyxy boxes in pixels. priors (Tensor[N, 2]): prior points (x, y).
     Returns:
         keypoints (Tensor[N, K, 2]) and confidence (Tensor[N, K, 2]): the peak softmax probability
-        per axis, both in the queries' dtype.
+        per axis, both in the queries' dtype. Both are NaN where the softmax is undefined (a NaN
+        or +inf logit, or all logits -inf) or the coordinate is not finite, in either mode: the
+        op's NaN policy.
     """
     _check_mode(mode)
     dtype = query_x.dtype
@@ -96,8 +98,10 @@ def dcc_decode(
         encodings = sinusoidal_encoding(relative, query.shape[-1], temperature)  # (N, B, D)
         logits = query @ encodings.transpose(1, 2)  # (N, K, B)
         probs = torch.softmax(logits, dim=-1)  # subtracts the max internally
-        coords.append(_decode_axis(probs, bins, logits, mode))
-        confidences.append(probs.amax(-1))
+        coord = _decode_axis(probs, bins, logits, mode)
+        undefined = torch.isnan(probs).any(-1) | ~torch.isfinite(coord)
+        coords.append(coord.masked_fill(undefined, torch.nan))
+        confidences.append(probs.amax(-1).masked_fill(undefined, torch.nan))
     return torch.stack(coords, -1), torch.stack(confidences, -1)
 
 
