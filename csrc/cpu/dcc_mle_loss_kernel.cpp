@@ -12,7 +12,7 @@
 //   the transposed encodings (bins x D), the box gradient in per-lane sums and the sigma gradient
 //   per keypoint.
 // Neither the (N, K, B) logits nor the (N, B, D) encodings exist in memory; the scratch per thread
-// is ~60 KB for K = 17, D = 128.
+// is ~80 KB for K = 17, D = 128.
 //
 // float32 computes with the walk and a polynomial exp on vector lanes; float64 (for gradcheck)
 // takes exact sin/cos per element and std::exp, with the same per-element math.
@@ -450,18 +450,19 @@ void run_backward_axis(const AxisJob<S>& job, Scratch<S>& s, S* query_grad, S* g
 }
 
 // Copies one instance's queries (any strides and float dtype) into the K x D scratch.
+template <typename S, typename scalar_t>
+void copy_queries(const at::Tensor& query, int64_t n, S* out) {
+  const scalar_t* base = query.const_data_ptr<scalar_t>() + n * query.stride(0);
+  const int64_t num_keypoints = query.size(1), dim = query.size(2);
+  const int64_t sk = query.stride(1), sd = query.stride(2);
+  for (int64_t k = 0; k < num_keypoints; ++k)
+    for (int64_t d = 0; d < dim; ++d) out[k * dim + d] = static_cast<S>(base[k * sk + d * sd]);
+}
+
 template <typename S>
 void load_queries(const at::Tensor& query, int64_t n, S* out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, query.scalar_type(), "load_queries",
-                                  [&] {
-                                    const scalar_t* base =
-                                        query.const_data_ptr<scalar_t>() + n * query.stride(0);
-                                    const int64_t num_keypoints = query.size(1), dim = query.size(2);
-                                    const int64_t sk = query.stride(1), sd = query.stride(2);
-                                    for (int64_t k = 0; k < num_keypoints; ++k)
-                                      for (int64_t d = 0; d < dim; ++d)
-                                        out[k * dim + d] = static_cast<S>(base[k * sk + d * sd]);
-                                  });
+                                  [&] { copy_queries<S, scalar_t>(query, n, out); });
 }
 
 // The small per-instance inputs, as contiguous float64.
