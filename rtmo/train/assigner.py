@@ -141,14 +141,18 @@ class SimOTAAssigner:
         num_candidates, num_gt = cost.shape
         top_oks = oks.topk(min(self.candidate_topk, num_candidates), dim=0).values
         dynamic_k = top_oks.sum(dim=0).int().clamp(min=1)  # (G,), int() truncates like mmpose
-        # Rank of each candidate in each person's cost order (ties: lower index first).
-        order = cost.argsort(dim=0, stable=True)
-        positions = torch.arange(num_candidates, device=cost.device)[:, None].expand_as(order)
-        rank = torch.empty_like(order).scatter_(0, order, positions)
-        matching = rank < dynamic_k
+        # Each person takes its k cheapest candidates. Equal costs are common (in float32 the
+        # 1e5 penalty swallows the rest of the cost), and which of them torch.topk returns
+        # depends on k: one topk per distinct k (at most `candidate_topk` of them) over all the
+        # people with that k breaks ties exactly as mmpose's topk per person does.
+        matching = torch.zeros_like(cost, dtype=torch.bool)
+        for k in dynamic_k.unique().tolist():
+            people = torch.nonzero(dynamic_k == k).squeeze(1)
+            cheapest = cost[:, people].topk(k, dim=0, largest=False).indices  # (k, people)
+            matching[cheapest, people.expand_as(cheapest)] = True
         # A candidate taken by several people keeps its cheapest person among all of them.
-        cheapest = F.one_hot(cost.argmin(dim=1), num_gt).bool()
-        matching = torch.where(matching.sum(dim=1, keepdim=True) > 1, cheapest, matching)
+        cheapest_person = F.one_hot(cost.argmin(dim=1), num_gt).bool()
+        matching = torch.where(matching.sum(dim=1, keepdim=True) > 1, cheapest_person, matching)
         chosen = matching.any(dim=1)
         return matching[chosen].int().argmax(dim=1), chosen
 

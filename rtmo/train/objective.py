@@ -4,14 +4,13 @@
 Losses (weights from the variant's `TrainStage`), with P the positives over the batch and
 `num_pos` their count averaged over processes and clamped at 1:
 
-| name | what | reduction |
-|---|---|---|
-| `loss_cls` | VariFocal on every prior, target OKS^overlaps_power on positives, 0 elsewhere | sum / num_pos |
-| `loss_bbox` | 1 - IoU^2 of the decoded boxes | sum / num_pos |
-| `loss_oks` | 1 - OKS of the proxy keypoints | mean over P |
-| `loss_vis` | BCE of the keypoint visibility logits | mean over P x K |
-| `loss_mle` | DCC negative log-likelihood of the ground truth, visible keypoints | mean over P x K |
-| `loss_bbox_aux` (stage 3) | L1 of the raw box outputs against the encoded boxes | sum / num_pos |
+- `loss_cls`: VariFocal on every prior, target OKS^overlaps_power on positives and 0 elsewhere,
+  summed / num_pos;
+- `loss_bbox`: 1 - IoU^2 of the decoded boxes, summed / num_pos;
+- `loss_oks`: 1 - OKS of the proxy keypoints, mean over P;
+- `loss_vis`: BCE of the keypoint visibility logits, mean over P x K;
+- `loss_mle`: DCC negative log-likelihood of the ground truth, visible keypoints, mean over P x K;
+- `loss_bbox_aux` (stage 3): L1 of the raw box outputs against the encoded boxes, summed / num_pos.
 """
 
 from __future__ import annotations
@@ -69,9 +68,9 @@ def rtmo_losses(
     keypoints = decode_keypoint_offsets(outputs.kpt_offsets, outputs.priors, outputs.strides)
     assigner = SimOTAAssigner(sigmas, config.use_keypoints_for_center)
     pos = assign_batch(assigner, outputs, boxes.detach(), keypoints.detach(), truth)
-    num_pos = _mean_over_processes(
-        torch.tensor(float(len(pos.index)), device=boxes.device)
-    ).clamp(min=1.0)
+    num_pos = _mean_over_processes(torch.tensor(float(len(pos.index)), device=boxes.device)).clamp(
+        min=1.0
+    )
 
     cls_logits = outputs.cls_logits.flatten()
     zero = cls_logits.new_zeros(())
@@ -98,7 +97,8 @@ def rtmo_losses(
             oks_targets, oks_weights, overlaps = _dcc_targets(proxy, dcc_keypoints, pos, sigmas)
         per_instance = losses.oks_loss(proxy, oks_targets, oks_weights, pos.areas, sigmas)
         result["loss_oks"] = (per_instance * stage.loss_oks).mean()
-        cls_targets[pos.index] = overlaps.pow(stage.overlaps_power).detach()
+        # The assigner's overlaps are float32 (as mmpose's), also in a float64 run.
+        cls_targets[pos.index] = overlaps.pow(stage.overlaps_power).to(cls_targets).detach()
     loss_cls = losses.varifocal_loss(cls_logits, cls_targets, pos.cls_weights) * stage.loss_cls
     result["loss_cls"] = loss_cls / num_pos
     return result
@@ -152,7 +152,9 @@ def _invalid_region_weights(gt: GroundTruth, keypoints: Tensor, vis_logits: Tens
     height, width = mask.shape
     scale = centres.new_tensor([width - 1, height - 1])
     grid = (centres / scale * 2 - 1).reshape(1, -1, 1, 2)
-    sampled = F.grid_sample(mask[None, None], grid, mode="bilinear", padding_mode="zeros")
+    sampled = F.grid_sample(
+        mask[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     return 1.0 - sampled.reshape(num_priors)
 
 

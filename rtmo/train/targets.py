@@ -2,14 +2,15 @@
 
 Each image's dict holds, in model-input pixels, for its n people (n = 0 is valid):
 
-| key | shape | meaning |
-|---|---|---|
-| `boxes` | (n, 4) | x1, y1, x2, y2 with x1 <= x2, y1 <= y2 |
-| `keypoints` | (n, K, 2) | x, y; unlabelled keypoints are (0, 0) with visibility 0 |
-| `keypoints_visible` | (n, K) | visibility in 0..1 |
-| `areas` (optional) | (n,) | the COCO segment area, >= 0; default the box area |
-| `keypoints_visible_weights` (optional) | (n, K) | weight of each keypoint in `loss_vis`, >= 0; default 1 (mmpose's KeypointConverter gives 0 to keypoints a source dataset does not define) |
-| `invalid_mask` (optional) | (H, W) | 1 (or True) on regions holding people without annotations, 0 elsewhere: priors whose predicted pose lies there are down-weighted in `loss_cls` (mmpose's `BottomupGetHeatmapMask(get_invalid=True)`, which RTMO's last-epoch pipeline adds) |
+- `boxes` (n, 4): x1, y1, x2, y2 with x1 <= x2, y1 <= y2;
+- `keypoints` (n, K, 2): x, y; unlabelled keypoints are (0, 0) with visibility 0;
+- `keypoints_visible` (n, K): visibility in 0..1;
+- `areas` (n,), optional: the COCO segment area, >= 0; default the box area;
+- `keypoints_visible_weights` (n, K), optional: the weight of each keypoint in `loss_vis`, >= 0;
+  default 1 (mmpose's KeypointConverter gives 0 to keypoints a source dataset does not define);
+- `invalid_mask` (H, W), optional: 1 (or True) on regions holding people without annotations,
+  0 elsewhere. Priors whose predicted pose lies there weigh less in `loss_cls` (mmpose's
+  `BottomupGetHeatmapMask(get_invalid=True)`, in RTMO's last-epochs pipeline).
 
 Keypoints may lie outside the image (COCO has such labelled keypoints). Anything else (a missing
 key, a wrong shape, a K that is not the model's, NaN or infinite values, negative areas) raises a
@@ -44,12 +45,11 @@ class GroundTruth:
         return self.boxes.shape[0]
 
 
-def check_targets(
-    targets: object, images: Tensor, num_keypoints: int
-) -> list[GroundTruth]:
+def check_targets(targets: object, images: Tensor, num_keypoints: int) -> list[GroundTruth]:
     """Checks a batch's targets against `images` (B, 3, H, W) and a model with K keypoints."""
     if not isinstance(targets, Sequence) or isinstance(targets, (str, bytes)):
-        raise TypeError(f"targets must be a list of dicts, one per image, got {type(targets).__name__}")
+        kind = type(targets).__name__
+        raise TypeError(f"targets must be a list of dicts, one per image, got {kind}")
     if len(targets) != images.shape[0]:
         raise ValueError(
             f"targets has {len(targets)} entries but images has {images.shape[0]}: "
@@ -130,7 +130,8 @@ def _as_float(
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     """(n, 17, 2) with n spelt out when the boxes did not give it."""
-    return "(" + ", ".join("n" if d < 0 else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+    dims = ", ".join("n" if d < 0 else str(d) for d in shape)
+    return f"({dims},)" if len(shape) == 1 else f"({dims})"
 
 
 def _check_shape(where: str, key: str, value: Tensor, shape: tuple[int, ...], k: int) -> None:
@@ -154,7 +155,8 @@ def _check_range(
     where: str, key: str, value: Tensor, shape: tuple[int, ...], upper: float | None
 ) -> None:
     if (value < 0).any() or (upper is not None and (value > upper).any()):
-        bounds = f"in [0, {upper:g}]" if upper is not None else ">= 0"
+        bounds = f"values in [0, {upper:g}]" if upper is not None else "values >= 0"
         raise ValueError(
-            f"{where}[{key!r}] has values outside {bounds}; expected shape {_shape_text(shape)}"
+            f"{where}[{key!r}] has values out of range; expected {bounds}, shape "
+            f"{_shape_text(shape)}"
         )
