@@ -1,9 +1,15 @@
 """Video in and out: frames in order with unreadable ones reported, and an output file that is
-complete or absent."""
+complete or absent.
+
+FFmpeg (inside OpenCV) prints its own errors ("moov atom not found") unless told otherwise before
+its first use in the process; importing this module sets OPENCV_FFMPEG_LOGLEVEL to quiet unless
+the environment already sets it, since every failure to open or decode is reported here.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -13,7 +19,9 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from rtmo.sources import SourceError, atomic_output
+from rtmo.sources import SourceError, atomic_output, opencv_quiet
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 # A failed read inside a file is retried on the next frame this many times in a row before the
 # stream is taken to have ended: a damaged stretch of a file is skipped, a dead camera stops.
@@ -93,7 +101,8 @@ class VideoReader:
 
     def __init__(self, source: str | Path | int) -> None:
         self.name = str(source)
-        self._capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        with opencv_quiet():
+            self._capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
         if not self._capture.isOpened():
             kind = "camera" if isinstance(source, int) else "video"
             raise SourceError(f"{self.name}: cannot open {kind}")
@@ -127,15 +136,19 @@ class VideoReader:
 
 
 @contextlib.contextmanager
-def video_writer(path: Path, fps: float) -> Iterator[FrameWriter]:
-    """A writer whose file appears at `path` only when the block completes; on an error or an
-    interrupt the partial file is deleted."""
-    with atomic_output(path) as tmp:
+def video_writer(path: Path, fps: float, keep_on_interrupt: bool = False) -> Iterator[FrameWriter]:
+    """A writer whose file appears at `path` only when the block completes; on an error the partial
+    file is deleted. On an interrupt (KeyboardInterrupt) it is deleted too, unless
+    `keep_on_interrupt`: then the frames written so far (each one whole) are kept as the video."""
+    keep_on = (KeyboardInterrupt,) if keep_on_interrupt else ()
+    with atomic_output(path, keep_on) as tmp:
         writer = FrameWriter(tmp, fps)
         try:
             yield writer
         finally:
-            writer.close()
+            writer.close()  # finishes the container (an mp4's index), so the frames are playable
+            if writer.frames_written == 0:
+                tmp.unlink(missing_ok=True)
         if writer.frames_written == 0:
             raise SourceError(f"{path}: no frame to write")
 
