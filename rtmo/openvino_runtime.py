@@ -11,6 +11,7 @@ A full-head file is refused: its NMS and DCC belong in onnxruntime (`rtmo.onnx_r
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ class OpenVinoModel:
 
     Attributes: path, head ("raw"), config, input_size (w, h), precision, num_keypoints,
     postprocessor, compiled (the openvino CompiledModel); max_det, score_thr and nms_thr are None
-    (chosen per call). One infer request serves the calls: use one runner per thread.
+    (chosen per call). Calls from several threads take turns on the one infer request (OpenVINO
+    spreads each over the CPU's cores already).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class OpenVinoModel:
             options["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", options)
         self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -96,9 +99,10 @@ class OpenVinoModel:
         """The dense outputs: scores (B, P), boxes (B, P, 4), keypoint_scores (B, P, K),
         pose_vecs (B, P, C), float32. images (B, 3, h, w) float BGR 0..255, letterboxed."""
         batch = check_images(images, self.input_size)
-        results = self._request.infer({INPUT_NAME: batch})
-        # Copies: the request's output buffers are reused by the next call.
-        return tuple(np.array(results[name], dtype=np.float32) for name in RAW_OUTPUT_NAMES)
+        with self._lock:
+            results = self._request.infer({INPUT_NAME: batch})
+            # Copies: the request's output buffers are reused by the next call.
+            return tuple(np.array(results[name], dtype=np.float32) for name in RAW_OUTPUT_NAMES)
 
     def predict(
         self,

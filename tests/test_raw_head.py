@@ -489,3 +489,17 @@ def test_evaluate_a_raw_head_file(crowded, tmp_path, runtime):
     assert ours["settings"]["model"]["runtime"] == runtime
     assert ours["dataset"] == reference["dataset"]
     assert ours["AP"] == pytest.approx(reference["AP"], abs=1e-6)
+
+
+def test_openvino_runner_from_threads(crowded):
+    """Calls from several threads at once give the serial results (they share one request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, path, images, _ = crowded
+    runner = OpenVinoModel(path, threads=2)
+    serial = [runner.run(images[i : i + 1]) for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        parallel = list(pool.map(lambda i: runner.run(images[i : i + 1]), [0, 1, 2] * 3))
+    for i, outputs in enumerate(parallel):
+        for ours, expected in zip(outputs, serial[i % 3], strict=True):
+            np.testing.assert_array_equal(ours, expected)
