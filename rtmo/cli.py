@@ -72,7 +72,8 @@ COMMANDS: list[Command] = [
     ),
     Command(
         "export",
-        "the whole model (NMS and DCC inside) as an ONNX file for onnxruntime/TensorRT",
+        "the model as an ONNX file: the whole prediction (--head full) or the dense network for "
+        "any engine (--head raw)",
         export.add_arguments,
         export.run,
     ),
