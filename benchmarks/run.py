@@ -9,8 +9,10 @@ plots.
 Steps: machine description and its measured sgemm / memory-copy rates (benchmarks/machine.py); the
 kernel suites (benchmarks/test_bench_*.py, through pytest-benchmark); the GPU-readiness checks
 (tests/test_gpu_readiness.py); the end-to-end benchmark (benchmarks/end_to_end.py); the
-post-process scaling sweep; the roofline. Writes benchmarks/results/<date>-<host>.json, the
-markdown report beside it (.md, also printed) and PNG plots. On a CUDA machine the same command
+post-process scaling sweep; the roofline. Writes <date>-<host>.json, the markdown report beside it
+(.md, also printed) and PNG plots into benchmarks/results/local/, which git ignores, so that a run
+leaves `git status` clean; `--commit` writes them into benchmarks/results/ (the tracked results
+the README quotes) and `--out DIR` anywhere. On a CUDA machine the same command
 times on the GPU (CUDA events, triton's do_bench, CUDA graphs).
 """
 
@@ -34,7 +36,8 @@ import torch
 from benchmarks import accuracy, end_to_end, postprocess_scaling, report, roofline
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"  # tracked: the results to commit (--commit)
+LOCAL_RESULTS = RESULTS / "local"  # ignored by git: every other run
 READINESS_TESTS = "tests/test_gpu_readiness.py"
 
 
@@ -158,7 +161,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: RTMO-t, batch 1, few rounds"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default benchmarks/results/local, ignored by git)",
+    )
+    parser.add_argument(
+        "--commit",
+        action="store_true",
+        help="write into benchmarks/results, the tracked folder (results meant to be committed)",
+    )
     parser.add_argument("--variants", default=None, help="comma list (default rtmo-t,rtmo-s)")
     parser.add_argument("--batches", default=None, help="comma list (default 1,4)")
     parser.add_argument("--rows", default=",".join(end_to_end.ROWS), help="end-to-end rows")
@@ -197,6 +210,13 @@ def _validation_set(args: argparse.Namespace) -> accuracy.ValidationSet | None:
     if args.val_data is None:
         return None
     return accuracy.ValidationSet(args.val_data, args.val_images, args.val_checkpoint)
+
+
+def results_folder(args: argparse.Namespace) -> Path:
+    """--out if given, else the tracked folder with --commit, else the ignored one."""
+    if args.out is not None:
+        return args.out
+    return RESULTS if args.commit else LOCAL_RESULTS
 
 
 def _timed(label: str, fn, *args, **kwargs):
@@ -254,8 +274,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     result["runtime_s"] = time.perf_counter() - started
     result["targets"] = report.evaluate_targets(result)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{stamp}-{machine['host']}{'-quick' if args.quick else ''}.json"
+    out = results_folder(args)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stamp}-{machine['host']}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result, path
 

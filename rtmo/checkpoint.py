@@ -8,11 +8,13 @@ unless the caller passes `trust_checkpoint=True` (which runs the full, unsafe un
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -164,7 +166,10 @@ def _torch_load(path: Path, weights_only: bool) -> object:
             "pickle file)"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with warnings.catch_warnings():
+            # torch's warnings about odd pickle protocols precede an error reported here anyway.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError:
         raise
     except Exception as err:  # whatever breaks while decoding the bytes is a damaged file
@@ -236,11 +241,21 @@ def _globals_in_pickles(stream: IO[bytes], count: int) -> list[str]:
                 memo[len(memo)] = top
             else:
                 if name in _NAMED_GLOBAL_OPS:
-                    found.append(".".join(str(arg).split(" ", 1)))
+                    found.append(_python3_name(*str(arg).split(" ", 1)))
                 elif name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
+                    found.append(_python3_name(strings[-2], strings[-1]))
                 top = None
     return list(dict.fromkeys(found))
+
+
+def _python3_name(module: str, name: str) -> str:
+    """ "module.name" as Python 3 imports it: pickles of protocols 0-2 may use Python 2 names
+    (__builtin__.print, copy_reg._reconstructor), which unpickling maps the same way."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    else:
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{name}"
 
 
 def _first_line(err: Exception) -> str:

@@ -99,9 +99,14 @@ def dcc_decode(
         logits = query @ encodings.transpose(1, 2)  # (N, K, B)
         probs = torch.softmax(logits, dim=-1)  # subtracts the max internally
         coord = _decode_axis(probs, bins, logits, mode)
-        undefined = torch.isnan(probs).any(-1) | ~torch.isfinite(coord)
-        coords.append(coord.masked_fill(undefined, torch.nan))
-        confidences.append(probs.amax(-1).masked_fill(undefined, torch.nan))
+        # NaN policy: an undefined softmax (NaN probabilities, so a NaN sum) or a coordinate that
+        # is not finite makes both outputs NaN. Comparisons (x == x, x - x == 0) rather than
+        # isnan/isfinite keep the exported ONNX graph (rtmo.export) to ops TensorRT parses.
+        total = probs.sum(-1)
+        coord = torch.where(total == total, coord, torch.nan)
+        coord = torch.where(coord - coord == 0, coord, torch.nan)
+        coords.append(coord)
+        confidences.append(torch.where(coord == coord, probs.amax(-1), torch.nan))
     return torch.stack(coords, -1), torch.stack(confidences, -1)
 
 
