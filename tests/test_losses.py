@@ -9,7 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from loss_fixtures import GRADIENT_PARAMS, LOSS_FIXTURES, load_fixture, weights_checksum
+from loss_fixtures import (
+    GRADIENT_PARAMS,
+    LOSS_FIXTURES,
+    load_fixture,
+    shared_t_fixture,
+    weights_checksum,
+)
 from torch import nn
 
 import rtmo_kernels.reference.dcc_mle_loss as mle_reference
@@ -98,6 +104,16 @@ def test_float32_losses_and_gradients_match_mmpose(fixture, stage):
     variant, model, images, targets, ref = fixture
     result, grads = _run(model, images, targets, stage)
     _check_against_mmpose(variant, ref, stage, result, grads, LOSS_RTOL, float32_gradient_tolerance)
+    if variant == "rtmo-t-body7":  # also the shared fixture's own float32 numbers
+        shared = np.load(shared_t_fixture() / "rtmo-t_losses.npz")
+        for name, value in result.items():
+            reference = float(shared[f"stage{stage}/{name}"])
+            assert abs(value.item() - reference) <= LOSS_RTOL * abs(reference), name
+        for name, grad in grads.items():
+            if f"stage{stage}/grad/{name}" in shared:
+                error = _rel_l2(grad, shared[f"stage{stage}/grad/{name}"])
+                own = float(ref[f"stage{stage}/f32_error/{name}"])
+                assert error <= float32_gradient_tolerance(own), (name, error)
 
 
 def _float64_stages(variant: str) -> list[int]:
