@@ -88,7 +88,10 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
 class VideoReader:
     """Frames of a video file or a camera, as (index, BGR uint8 frame), in order.
 
-    Frames that cannot be decoded are skipped; their indices are in `unreadable`.
+    A file's frame index is its position in the container, found from the frame's timestamp:
+    OpenCV silently skips some damaged frames (an AVI's empty frame chunks, for one), so counting
+    the frames read would give every later frame the index of the one before it. Frames that
+    cannot be decoded, or that OpenCV skipped, are left out; their indices are in `unreadable`.
     """
 
     def __init__(self, source: str | Path | int) -> None:
@@ -102,25 +105,43 @@ class VideoReader:
         self.fps = fps if fps and fps > 0 else DEFAULT_FPS
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and not self.is_camera else None
+        # Timestamps give positions only for a file whose container states its frame rate.
+        self._timed = not self.is_camera and fps > 0
         self.unreadable: list[int] = []
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        index, failures = 0, 0
+        expected, failures = 0, 0  # the position the next frame should have
         try:
-            while self.frame_count is None or index < self.frame_count:
+            while self.frame_count is None or expected < self.frame_count:
                 ok, frame = self._capture.read()
                 if ok and frame is not None:
                     failures = 0
+                    index = self._position(expected)
+                    self.unreadable.extend(range(expected, index))
                     yield index, frame
-                else:
-                    failures += 1
-                    # Past the reported length (or with none) a failed read is the end of stream.
-                    if self.frame_count is None or failures >= MAX_CONSECUTIVE_FAILURES:
-                        break
-                    self.unreadable.append(index)
-                index += 1
+                    expected = index + 1
+                    continue
+                failures += 1
+                # Past the reported length (or with none) a failed read is the end of stream.
+                if self.frame_count is None or failures >= MAX_CONSECUTIVE_FAILURES:
+                    break
+                if not self._timed:
+                    self.unreadable.append(expected)
+                    expected += 1
+                # else the next frame's timestamp tells how many positions the failure took
+            if self.frame_count is not None and failures:
+                self.unreadable.extend(range(expected, self.frame_count))
         finally:
             self.close()
+
+    def _position(self, expected: int) -> int:
+        """The container position of the frame just read (at least `expected`)."""
+        if not self._timed:
+            return expected
+        milliseconds = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        if not np.isfinite(milliseconds) or milliseconds < 0:
+            return expected
+        return max(expected, round(milliseconds * self.fps / 1000.0))
 
     def close(self) -> None:
         self._capture.release()

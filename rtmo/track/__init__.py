@@ -7,15 +7,36 @@ OKS, a Kalman box motion model) and keypoint smoothing (One-Euro filters).
         people = smoother(tracker.update(model(frame), index), index / fps)
         people.track_ids  # (n,) int64
 
-`RTMO.track(source)` does this over any source.
+`RTMO.track(source)` does this over any source. The classes are imported on first use, so the
+command line can list the names below without importing NumPy or SciPy.
 """
 
 from __future__ import annotations
 
-from rtmo.track.bytetrack import ByteTracker, Track
-from rtmo.track.smoothing import OneEuroSmoother
+from typing import TYPE_CHECKING, Any
 
-TRACKERS = {"bytetrack": ByteTracker}
-SMOOTHERS = {"one-euro": OneEuroSmoother}
+TRACKERS = ("bytetrack",)
+SMOOTHERS = ("one-euro",)
 
-__all__ = ["SMOOTHERS", "TRACKERS", "ByteTracker", "OneEuroSmoother", "Track"]
+__all__ = ["SMOOTHERS", "TRACKERS", "ByteTracker", "OneEuroSmoother", "TrackingSession"]
+
+if TYPE_CHECKING:
+    from rtmo.track.bytetrack import ByteTracker
+    from rtmo.track.session import TrackingSession
+    from rtmo.track.smoothing import OneEuroSmoother
+
+_LAZY = {
+    "ByteTracker": "rtmo.track.bytetrack",
+    "OneEuroSmoother": "rtmo.track.smoothing",
+    "TrackingSession": "rtmo.track.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rtmo.track' has no attribute {name!r}")
