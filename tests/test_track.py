@@ -93,7 +93,8 @@ def test_batched_update_equals_the_textbook_update():
         gain = cov[i] @ h.T @ np.linalg.inv(h @ cov[i] @ h.T + r)
         z = kalman.xyxy_to_cxcywh(boxes[i])[0]
         np.testing.assert_allclose(got_mean[i], mean[i] + gain @ (z - h @ mean[i]), rtol=1e-9)
-        np.testing.assert_allclose(got_cov[i], (np.eye(8) - gain @ h) @ cov[i], rtol=1e-7, atol=1e-7)
+        expected_cov = (np.eye(8) - gain @ h) @ cov[i]
+        np.testing.assert_allclose(got_cov[i], expected_cov, rtol=1e-7, atol=1e-7)
 
 
 def test_constant_velocity_is_learned():
@@ -101,7 +102,7 @@ def test_constant_velocity_is_learned():
     mean, cov = kalman.initiate(box)
     for t in range(1, 30):
         mean, cov = kalman.predict(mean, cov)
-        mean, cov = kalman.update(mean, cov, box + [4 * t, 1 * t, 4 * t, 1 * t])
+        mean, cov = kalman.update(mean, cov, box + np.array([4, 1, 4, 1]) * t)
     predicted, _ = kalman.predict(mean, cov)
     np.testing.assert_allclose(kalman.boxes_of(predicted)[0], box[0] + [120, 30, 120, 30], atol=0.5)
 
@@ -126,7 +127,7 @@ def test_pose_separates_people_whose_boxes_coincide():
     and swaps them; with OKS each id stays with its pose."""
     up, down = standing(300, True), standing(300, False)
     box = np.array([250.0, 80, 350, 420])
-    nudged = box + [3, 3, 3, 3]
+    nudged = box + 3.0
     for oks_weight, swapped in ((0.0, True), (0.5, False)):
         tracker = ByteTracker(COCO_SIGMAS, oks_weight=oks_weight)
         first = tracker.update(people([box, nudged], [up, down], [0.9, 0.8]))
@@ -213,7 +214,7 @@ def test_skipped_frames_are_predicted_through():
         tracker.update(people([base + step], person[None] + [10.0 * frame, 0], [0.9]), frame)
     # Frames 10-21 unreadable; at frame 22 the 100 px wide box has moved 130 px from where it
     # was last seen (IoU 0 with it), to where its velocity takes it.
-    moved = people([base + [220.0, 0, 220, 0]], person[None] + [220.0, 0], [0.9])
+    moved = people([base + np.array([220.0, 0, 220, 0])], person[None] + [220.0, 0], [0.9])
     assert tracker.update(moved, 22).track_ids.tolist() == [1]
     with pytest.raises(ValueError, match="does not come after"):
         tracker.update(moved, 22)
@@ -237,7 +238,8 @@ def test_bad_options_and_inputs_are_named():
 def test_no_people_and_empty_frames():
     tracker = ByteTracker(COCO_SIGMAS)
     out = tracker.update(Poses.empty(K, (64, 48)))
-    assert len(out) == 0 and out.track_ids.shape == (0,)
+    assert len(out) == 0
+    assert out.track_ids.shape == (0,)
     person, box = standing(100, False), np.array([50.0, 80, 150, 420])
     # Not the tracker's first frame: confirmed when seen a second time.
     assert len(tracker.update(people([box], [person], [0.9]))) == 0
@@ -301,8 +303,8 @@ def test_a_track_back_after_a_gap_restarts_its_filter():
     other = people(box, pose[None], [0.9])
     other.track_ids = np.array([7])
     smoother(other, 5 / 30)  # track 1 absent from this frame
-    moved = pose + [200.0, 0]
-    back = smoothed_path(smoother, moved[None], box + [200, 0, 200, 0], start=6)
+    moved = pose + np.array([200.0, 0])
+    back = smoothed_path(smoother, moved[None], box + np.array([200.0, 0, 200, 0]), start=6)
     np.testing.assert_array_equal(back[0], moved.astype(np.float32))
 
 
