@@ -285,6 +285,10 @@ class RTMO:
         """
         from rtmo.stream import predict_stream, resolve_inputs
 
+        single = isinstance(source, np.ndarray) or (
+            isinstance(source, torch.Tensor) and source.dim() == 3
+        )
+        inputs = None if single else resolve_inputs(source)  # a missing file fails first
         settings = (tracker, track_buffer, smooth, smooth_min_cutoff, smooth_beta, fps)
         settings += tuple(sorted(tracker_options.items()))
         session = self._tracking if persist and self._tracking_settings == settings else None
@@ -296,11 +300,8 @@ class RTMO:
                 track_buffer=track_buffer, **tracker_options,
             )  # fmt: skip
         self._tracking, self._tracking_settings = (session, settings) if persist else (None, None)
-        if isinstance(source, np.ndarray) or (
-            isinstance(source, torch.Tensor) and source.dim() == 3
-        ):
+        if inputs is None:
             return session.update(self.predict([source])[0])
-        inputs = resolve_inputs(source)
         frames = predict_stream(self.predict, inputs, batch_size, on_error)
         return session.run(frames)
 
