@@ -92,6 +92,10 @@ setup(
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.6", "numpy", "opencv-python-headless"],
-    extras_require={"triton": ["triton"], "onnx": ["onnx", "onnxruntime"]},
+    extras_require={
+        "triton": ["triton"],
+        "onnx": ["onnx", "onnxruntime"],
+        "eval": ["pycocotools"],
+    },
     entry_points={"console_scripts": ["rtmo = rtmo.cli:main"]},
 )

@@ -14,6 +14,10 @@ Rows (each on the same deterministic random weights with the same planted crowd)
 Stages of one pipeline run: preprocess (letterbox of every frame, mmpose's BottomupResize, into a
 batch tensor), network (dense forward), postprocess (score filter, box decode, NMS, DCC, split per
 image, mapping back to frame pixels). Rows are run in interleaved rounds; medians are reported.
+
+Accuracy: with a `ValidationSet` (an annotated set and a checkpoint), each row also gets its COCO
+keypoint AP, measured with the checkpoint's weights run the row's way (benchmarks/accuracy.py);
+without one, rows say that AP was not measured.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks.accuracy import ValidationSet, rows_ap
 from benchmarks.harness import StageClock, Timing, graph_callable
 from benchmarks.synthetic import build_model, crowd_frame, plant_crowd
 from rtmo.config import from_name
@@ -38,6 +43,9 @@ from rtmo.model import RTMOModel
 from rtmo.model.postprocess import postprocess_padded, split_predictions
 
 ROWS = ("kernels", "reference", "compile", "onnxruntime", "cuda-graph")
+NO_VALIDATION_SET = (
+    "AP: not measured (no annotated set: give --val-data, --val-images and --val-checkpoint)"
+)
 STAGES = ("preprocess", "network", "postprocess")
 # Idle time before each timed run: lets the thread pools of the previous row (onnxruntime's spin
 # after a run; measured: eager RTMO-t took 85 ms right after an onnxruntime run, 50 ms otherwise)
@@ -62,6 +70,7 @@ class CaseSettings:
     # Inductor freezing for the compile row: measured no faster here (RTMO-s b1, 2 threads: 170 vs
     # 168 ms), so off by default.
     freezing: bool = False
+    validation: ValidationSet | None = None  # the AP column's set and weights; None: no AP
 
 
 @dataclass
@@ -223,21 +232,29 @@ def run_pipeline(
     return result
 
 
-def build_rows(case: CaseSettings, workdir: Path) -> tuple[list[Row], dict[str, str]]:
-    """The rows this machine can run for `case`, and a note for each requested row left out."""
+def build_rows(
+    case: CaseSettings,
+    workdir: Path,
+    model_for: Callable[[bool], RTMOModel] | None = None,
+) -> tuple[list[Row], dict[str, str]]:
+    """The rows this machine can run for `case`, and a note for each requested row left out.
+
+    model_for(use_kernels) gives each row its network (fused, channels_last, on the case's
+    device); default: the planted random-weight model of the case."""
+    model_for = model_for or (lambda use_kernels: _fused_model(case.variant, use_kernels, case))
     rows, skipped = [], {}
     is_cuda = torch.device(case.device).type == "cuda"
     for key in case.rows:
         start = time.perf_counter()
         if key == "kernels":
-            row = _eager_row(key, _fused_model(case.variant, True, case), case.max_det)
+            row = _eager_row(key, model_for(True), case.max_det)
         elif key == "reference":
-            row = _eager_row(key, _fused_model(case.variant, False, case), case.max_det)
+            row = _eager_row(key, model_for(False), case.max_det)
         elif key == "compile":
-            row = _compile_row(_fused_model(case.variant, True, case), case.max_det, case.freezing)
+            row = _compile_row(model_for(True), case.max_det, case.freezing)
         elif key == "onnxruntime":
             try:
-                row = _onnx_row(_fused_model(case.variant, True, case), case, workdir)
+                row = _onnx_row(model_for(True), case, workdir)
             except ImportError as err:
                 skipped[key] = f"onnxruntime or rtmo.export unavailable: {err}"
                 continue
@@ -247,7 +264,7 @@ def build_rows(case: CaseSettings, workdir: Path) -> tuple[list[Row], dict[str, 
                 continue
             size = case.input_size or from_name(case.variant).input_size
             example = torch.full((case.batch, 3, size[1], size[0]), 114.0, device=case.device)
-            row = _graph_row(_fused_model(case.variant, True, case), example, case.max_det)
+            row = _graph_row(model_for(True), example, case.max_det)
         else:
             raise ValueError(f"unknown end-to-end row {key!r}; expected one of {ROWS}")
         row.setup_s = time.perf_counter() - start
@@ -295,6 +312,11 @@ def run_case(case: CaseSettings) -> dict[str, Any]:
                 for stage, ms in clock.laps.items():
                     laps[row.key][stage].samples_ms.append(ms)
                 laps[row.key]["total"].samples_ms.append(clock.total_ms)
+        accuracy, accuracy_note = {}, NO_VALIDATION_SET
+        if case.validation is not None:
+            workdir = Path(tmp) / "accuracy"  # its own exports beside the timed rows' files
+            workdir.mkdir()
+            accuracy, accuracy_note = rows_ap(case, case.validation, workdir)
     base = rows[0].key if rows else None
     result_rows = []
     for row in rows:
@@ -310,6 +332,7 @@ def run_case(case: CaseSettings) -> dict[str, Any]:
                 **_summary(first[row.key]),
                 "max_keypoint_diff_px": _max_diff(first[base], first[row.key]),
                 "compared_with": base,
+                "accuracy": accuracy.get(row.key),
             }
         )
     return {
@@ -326,4 +349,6 @@ def run_case(case: CaseSettings) -> dict[str, Any]:
         "rounds": case.rounds,
         "rows": result_rows,
         "skipped": skipped,
+        "validation": None if case.validation is None else case.validation.describe(),
+        "accuracy_note": accuracy_note,
     }

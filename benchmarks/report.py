@@ -32,6 +32,14 @@ def _ms(value: float | None) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.1f}"
 
 
+def _ap(accuracy: dict | None) -> str:
+    """A row's AP; "-" when it was not measured (the table's note says why), "n/a" when the set
+    had no person to score."""
+    if not accuracy:
+        return "-"
+    return "n/a" if accuracy.get("AP") is None else f"{accuracy['AP']:.3f}"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -161,8 +169,8 @@ def end_to_end_md(result: dict) -> list[str]:
         return []
     lines = [
         "| model | batch | row | preprocess ms | network ms | post-process ms | total ms | "
-        "images/s | vs (b) | vs (d) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "images/s | vs (b) | vs (d) | AP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     settings: dict[str, str] = {}
     for case in cases:
@@ -180,7 +188,8 @@ def end_to_end_md(result: dict) -> list[str]:
                 f"{case['batch']} | {ROW_LABELS[key]} | "
                 + " | ".join(_ms(s) for s in stages)
                 + f" | {_ms(total)} | {row['images_per_s']:.2f} | "
-                f"{_ratio(ref / total if ref else None)} | {_ratio(ort / total if ort else None)} |"
+                f"{_ratio(ref / total if ref else None)} | "
+                f"{_ratio(ort / total if ort else None)} | {_ap(row.get('accuracy'))} |"
             )
     first = cases[0]
     lines += [
@@ -191,6 +200,9 @@ def end_to_end_md(result: dict) -> list[str]:
         f"{first['threads']} threads, medians of {first['rounds']} interleaved rounds. "
         "'vs (b)' and 'vs (d)' are the row's speed-up over use_kernels=False and onnxruntime "
         "(>1 means faster).",
+        "",
+        # One note per distinct set (older results have none: their AP was not measured).
+        *dict.fromkeys(case.get("accuracy_note", "AP: not measured.") for case in cases),
         "",
         *[f"- {ROW_LABELS[k]}: {v}" for k, v in settings.items()],
     ]

@@ -3,6 +3,8 @@ plots.
 
     python -m benchmarks.run            # full run (~10-15 min on 2 CPU cores)
     python -m benchmarks.run --quick    # smoke run: RTMO-t, batch 1, few rounds (~2-3 min)
+    python -m benchmarks.run --val-data ann.json --val-images DIR --val-checkpoint rtmo-t.pth
+                                        # + each end-to-end row's AP on an annotated set
 
 Steps: machine description and its measured sgemm / memory-copy rates (benchmarks/machine.py); the
 kernel suites (benchmarks/test_bench_*.py, through pytest-benchmark); the GPU-readiness checks
@@ -29,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import end_to_end, postprocess_scaling, report, roofline
+from benchmarks import accuracy, end_to_end, postprocess_scaling, report, roofline
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -172,9 +174,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kernel-variant", default="rtmo-s", help="shapes of the roofline and scaling sweeps"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--val-data", type=Path, default=None, help="COCO keypoint annotations for the AP column"
+    )
+    parser.add_argument("--val-images", type=Path, default=None, help="their images' folder")
+    parser.add_argument(
+        "--val-checkpoint", type=Path, default=None, help="the weights the AP is measured with"
+    )
     for step in ("suites", "readiness", "scaling", "roofline", "end-to-end"):
         parser.add_argument(f"--skip-{step}", action="store_true", help=f"leave out the {step}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    validation = (args.val_data, args.val_images, args.val_checkpoint)
+    if any(v is not None for v in validation) and None in validation:
+        parser.error(
+            "--val-data, --val-images and --val-checkpoint go together (an AP needs annotations, "
+            "their images and trained weights)"
+        )
+    return args
+
+
+def _validation_set(args: argparse.Namespace) -> accuracy.ValidationSet | None:
+    if args.val_data is None:
+        return None
+    return accuracy.ValidationSet(args.val_data, args.val_images, args.val_checkpoint)
 
 
 def _timed(label: str, fn, *args, **kwargs):
@@ -223,7 +245,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                 case = end_to_end.CaseSettings(
                     variant, batch, args.people, args.candidates, size, rounds,
                     tuple(args.rows.split(",")), args.device, max_det=args.max_det,
-                    freezing=args.freezing,
+                    freezing=args.freezing, validation=_validation_set(args),
                 )  # fmt: skip
                 cases.append(
                     _timed(f"end to end {variant} batch {batch}", end_to_end.run_case, case)

@@ -1,4 +1,4 @@
-"""The `rtmo` command: `rtmo predict SOURCE ...` and `rtmo info`.
+"""The `rtmo` command: `rtmo predict SOURCE ...`, `rtmo info`, `rtmo export`, `rtmo eval`.
 
 Subcommands live in COMMANDS; a new one is a `Command` (name, help, a function adding its
 arguments, a function running it and returning the exit status) appended there.
@@ -19,6 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from rtmo.commands import data as data_command
+from rtmo.commands import eval as eval_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_OUT = "rtmo-output"
@@ -331,6 +334,18 @@ COMMANDS: list[Command] = [
         "the whole model (NMS and DCC inside) as an ONNX file for onnxruntime/TensorRT",
         lambda parser: _export().add_cli_arguments(parser),
         lambda args: _export().run_cli(args),
+    ),
+    Command(
+        "eval",
+        "COCO keypoint AP (pycocotools) of a model on an annotated image set, or of a results file",
+        eval_command.add_arguments,
+        eval_command.run,
+    ),
+    Command(
+        "data",
+        "datasets: `rtmo data synth` writes procedural people (COCO keypoints, videos)",
+        data_command.add_arguments,
+        data_command.run,
     ),
 ]
 

@@ -87,6 +87,22 @@ CROWDPOSE_SIGMAS = (
     0.079,
 )  # fmt: skip
 
+# How mmpose 1.3.2 evaluates every RTMO variant: its configs' test_cfg (score_thr, nms_thr; the
+# RTMOConfig defaults), every NMS survivor kept (max_det None), and
+# val_evaluator = CocoMetric(score_mode='bbox', nms_mode='none') with CocoMetric's default
+# keypoint_score_thr (used by score_mode 'bbox_keypoint' only).
+# CocoMetric's score modes for a one-stage model: the box score, the mean keypoint score, the box
+# score times the mean of the keypoint scores above keypoint_score_thr.
+SCORE_MODES = ("bbox", "keypoint", "bbox_keypoint")
+MMPOSE_EVAL_SETTINGS = {
+    "score_thr": 0.1,
+    "nms_thr": 0.65,
+    "max_det": None,
+    "score_mode": "bbox",
+    "keypoint_score_thr": 0.2,
+    "nms_mode": "none",
+}
+
 # (deepen, widen) per size, from the official configs.
 _SIZE_FACTORS = {"t": (0.33, 0.375), "s": (0.33, 0.5), "m": (0.67, 0.75), "l": (1.0, 1.0)}
 

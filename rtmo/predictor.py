@@ -83,6 +83,9 @@ class RTMO:
             raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
         self.dtype = _resolve_dtype(dtype, self.device)
         self.backend = backend
+        self.checkpoint = (
+            None if checkpoint is None else str(checkpoint)
+        )  # where the weights came from
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
         self._tracking: TrackingSession | None = None  # what `track(persist=True)` carries over
         self._tracking_settings: tuple | None = None

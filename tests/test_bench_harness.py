@@ -207,11 +207,84 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path, capsys):
         assert row["detections"] == [3]
         assert row["max_keypoint_diff_px"] is not None
         assert set(row["stages"]) == {"preprocess", "network", "postprocess"}
+        assert row["accuracy"] is None  # no annotated set: no AP, and the report says so
+    assert case["accuracy_note"].startswith("AP: not measured (no annotated set")
     markdown = path.with_suffix(".md").read_text()
+    assert "AP: not measured (no annotated set" in markdown
     assert "(d) onnxruntime" in markdown  # measured, or named with why it was left out
     assert "## Roofline" in markdown
     assert len(list(tmp_path.glob("*.png"))) == 2  # end to end and roofline (no scaling run)
     assert "| model | batch | row |" in capsys.readouterr().out
+
+
+def test_quick_run_measures_each_rows_ap_on_an_annotated_set(tmp_path):
+    """--val-data/--val-images/--val-checkpoint: every end-to-end row also gets its AP, with the
+    checkpoint's weights run the row's way (random weights here: the path is tested, not the
+    number)."""
+    from checkpoints import write_published_checkpoint
+    from test_eval import annotated_folder
+
+    from rtmo.model import RTMOModel
+
+    data, images = annotated_folder(tmp_path, count=3)
+    weights = write_published_checkpoint(build_model("rtmo-t"), tmp_path / "rtmo-t.pth")
+    common = [
+        "--quick", "--skip-suites", "--skip-readiness", "--skip-scaling", "--skip-roofline",
+        "--variants=rtmo-t", f"--input-size={SMALL}", "--people=3", "--candidates=24",
+        "--rounds=1", "--max-det=10", "--batches=2",
+    ]  # fmt: skip
+    run.main(
+        [
+            *common,
+            "--rows=kernels,onnxruntime",
+            f"--val-data={data}",
+            f"--val-images={images}",
+            f"--val-checkpoint={weights}",
+            f"--out={tmp_path / 'with'}",
+        ]
+    )
+    (path,) = (tmp_path / "with").glob("*.json")
+    (case,) = json.loads(path.read_text())["end_to_end"]["cases"]
+    assert case["validation"]["checkpoint"] == str(weights)
+    for row in case["rows"]:
+        ap = row["accuracy"]
+        assert ap["images"] == 3
+        assert ap["people"] == 3
+        assert 0 < ap["results"] <= 3 * 10  # max_det 10 per image
+        assert ap["AP"] is not None
+        assert 0.0 <= ap["AP"] <= 1.0
+    assert "rtmo-t.pth on ann.json (3 images, 3 people)" in case["accuracy_note"]
+    markdown = path.with_suffix(".md").read_text()
+    ap_cells = [
+        line.rsplit("|", 2)[1].strip() for line in markdown.splitlines() if "| 2 | (" in line
+    ]
+    assert len(ap_cells) == len(case["rows"])
+    assert all(cell != "-" for cell in ap_cells)
+
+    # A checkpoint of another architecture: the rows say why there is no AP.
+    other = write_published_checkpoint(
+        RTMOModel(from_name("rtmo-s-crowdpose")).eval(), tmp_path / "crowd.pth"
+    )
+    run.main(
+        [
+            *common,
+            "--rows=kernels",
+            f"--val-data={data}",
+            f"--val-images={images}",
+            f"--val-checkpoint={other}",
+            f"--out={tmp_path / 'other'}",
+        ]
+    )
+    (path,) = (tmp_path / "other").glob("*.json")
+    (case,) = json.loads(path.read_text())["end_to_end"]["cases"]
+    assert case["rows"][0]["accuracy"] is None
+    assert "crowd.pth holds rtmo-s-crowdpose, not a rtmo-t model" in case["accuracy_note"]
+
+
+def test_validation_options_go_together(capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--quick", "--val-data=ann.json"])
+    assert "go together" in capsys.readouterr().err
 
 
 def test_report_targets_from_a_result():

@@ -1,0 +1,1 @@
+"""Training: data, augmentation, assignment, losses and the loop, one concern per module."""
