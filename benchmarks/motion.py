@@ -63,10 +63,14 @@ class Frame:
 
 @dataclass
 class Sequence:
+    """Frames of true people; `ignored`: per frame, boxes (m, 4) of people too hidden to count
+    (empty for the built-in scenarios, whose frames leave them out)."""
+
     name: str
     frames: list[Frame]
     image_size: tuple[int, int] = IMAGE_SIZE
     fps: float = FPS
+    ignored: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -366,7 +370,12 @@ def _false_positives(rng: np.random.Generator, count: int, image_size: tuple[int
 
 def load_coco_sequence(path: str | Path) -> Sequence:
     """A sequence of the procedural dataset: a COCO keypoint json whose images are the frames of
-    one video (`frame_index`) and whose annotations carry the person's `track_id`."""
+    one video (`frame_index`) and whose annotations carry the person's `track_id`.
+
+    People with fewer than MIN_VISIBLE_SHARE of their keypoints visible are not in the frames'
+    ground truth (as in `make_sequence`); their boxes are in `Sequence.ignored`, so that a tracker
+    following them is neither rewarded nor punished.
+    """
     data = json.loads(Path(path).read_text())
     images = sorted(data["images"], key=lambda image: image["frame_index"])
     if not images:
@@ -374,20 +383,25 @@ def load_coco_sequence(path: str | Path) -> Sequence:
     by_image: dict[int, list[dict]] = {image["id"]: [] for image in images}
     for ann in data["annotations"]:
         by_image[ann["image_id"]].append(ann)
-    frames = []
+    frames, ignored = [], []
     for image in images:
-        anns = [a for a in by_image[image["id"]] if a.get("num_keypoints", 1) > 0]
+        anns = by_image[image["id"]]
         kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, K, 3)
         xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        counted = (kpts[..., 2] == 2).mean(-1) >= MIN_VISIBLE_SHARE
+        ids = np.array([a["track_id"] for a in anns], dtype=np.int64)
         frames.append(
             Frame(
-                np.array([a["track_id"] for a in anns], dtype=np.int64),
-                kpts[..., :2],
-                kpts[..., 2].astype(np.int64),
-                np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
-                np.ones(len(anns)),
+                ids[counted],
+                kpts[counted, :, :2],
+                kpts[counted, :, 2].astype(np.int64),
+                boxes[counted],
+                np.ones(int(counted.sum())),
             )
         )
+        ignored.append(boxes[~counted])
     size = (int(images[0]["width"]), int(images[0]["height"]))
-    fps = float(data.get("info", {}).get("fps", FPS))
-    return Sequence(Path(path).stem, frames, size, fps)
+    videos = data.get("videos") or [{}]
+    fps = float(videos[0].get("fps", data.get("info", {}).get("fps", FPS)))
+    return Sequence(Path(path).stem, frames, size, fps, ignored)

@@ -286,6 +286,14 @@ def suites_md(result: dict) -> list[str]:
     return lines
 
 
+def tracking_md(result: dict) -> list[str]:
+    if "tracking" not in result:
+        return []
+    from benchmarks.tracking import markdown_lines
+
+    return markdown_lines(result["tracking"])
+
+
 def markdown(result: dict) -> str:
     """The whole report as markdown."""
     targets = evaluate_targets(result)
@@ -298,6 +306,7 @@ def markdown(result: dict) -> str:
         ("Post-process scaling", scaling_md(result)),
         ("Roofline", roofline_md(result)),
         ("Kernel suites (pytest-benchmark)", suites_md(result)),
+        ("Tracking", tracking_md(result)),
     ]
     for title, lines in sections:
         if lines:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,12 +81,25 @@ def run_tracker(
 def accumulate(sequence: motion.Sequence, tracked: list[Poses]) -> motmetrics.MOTAccumulator:
     """motmetrics' record of true people against tracked people, frame by frame."""
     acc = motmetrics.MOTAccumulator(auto_id=True)
-    for truth, people in zip(sequence.frames, tracked, strict=True):
+    for t, (truth, people) in enumerate(zip(sequence.frames, tracked, strict=True)):
+        people = _without_ignored(
+            people, truth.boxes, sequence.ignored[t] if sequence.ignored else None
+        )
         # motmetrics' own iou_matrix calls np.asfarray, which NumPy 2 removed.
         iou = box_iou(truth.boxes, people.boxes)
         distances = np.where(iou >= MATCH_IOU, 1.0 - iou, np.nan)
         acc.update(truth.ids.tolist(), people.track_ids.tolist(), distances)
     return acc
+
+
+def _without_ignored(people: Poses, counted: np.ndarray, ignored: np.ndarray | None) -> Poses:
+    """The tracked people less those on an ignored person (IoU >= MATCH_IOU with one, and more
+    than with any counted person), as MOTChallenge drops hypotheses on its ignored regions."""
+    if ignored is None or len(ignored) == 0 or len(people) == 0:
+        return people
+    on_ignored = box_iou(people.boxes, ignored).max(axis=1)
+    on_counted = box_iou(people.boxes, counted).max(axis=1, initial=0.0)
+    return people[np.flatnonzero(~((on_ignored >= MATCH_IOU) & (on_ignored > on_counted)))]
 
 
 def summarize(accumulators: list, names: list[str]) -> dict[str, dict[str, float]]:
@@ -243,7 +257,12 @@ def _smoothing(sequences, detections, tracked, accs, smoother_options, tracker_o
 
 
 def _mean_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+    """Each key's mean over the rows that have a number for it (NaN if none has)."""
+    means = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows if not np.isnan(row[key])]
+        means[key] = float(np.mean(values)) if values else float("nan")
+    return means
 
 
 def benchmark_sequences(
@@ -252,13 +271,26 @@ def benchmark_sequences(
     return [motion.make_sequence(s, seed, frames) for s in scenarios for seed in seeds]
 
 
+def procedural_sequences(folder: Path) -> list[motion.Sequence]:
+    """The sequences (json) of a procedural dataset folder."""
+    sequences = [motion.load_coco_sequence(p) for p in sorted(Path(folder).glob("*.json"))]
+    if not sequences:
+        raise ValueError(f"{folder}: no sequence json files")
+    return sequences
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds per scenario instead of 10")
-    parser.add_argument("--seeds", default=None, help="first,last seed (default 100,109)")
-    parser.add_argument("--frames", type=int, default=150, help="frames per built-in sequence")
-    parser.add_argument("--sequences", type=Path, help="folder of procedural dataset sequences")
-    parser.add_argument("--checkpoint", type=Path, help="run the model on the sequences' videos")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter sequences")
+    parser.add_argument("--seeds", default=None, help="first,last scenario seed (default 100,109)")
+    parser.add_argument("--frames", type=int, default=150, help="frames per built-in scenario")
+    parser.add_argument(
+        "--sequences",
+        type=Path,
+        help="procedural dataset sequences (rtmo data synth --motion); default: the canonical "
+        "tracking set, generated in a temporary folder",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="also run this model on the videos")
     parser.add_argument("--device", default=None)
     return parser.parse_args(argv)
 
@@ -271,59 +303,165 @@ def run(
     checkpoint: Path | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """The tracker benchmark (and the model benchmark with a checkpoint)."""
+    """The tracker benchmark on the procedural dataset's sequences and on the built-in scenarios,
+    and the model benchmark on the sequences' videos when a checkpoint is given."""
     start = time.perf_counter()
-    if sequences_dir is not None:
-        sequences = [motion.load_coco_sequence(p) for p in sorted(sequences_dir.glob("*.json"))]
-        if not sequences:
-            raise ValueError(f"{sequences_dir}: no sequence json files")
-        source = f"procedural dataset sequences in {sequences_dir}"
-    else:
-        seeds = list(seeds if seeds is not None else (QUICK_SEEDS if quick else SEEDS))
-        sequences = benchmark_sequences(seeds, frames)
-        source = f"built-in scenarios, seeds {seeds[0]}-{seeds[-1]}, {frames} frames at 30 fps"
+    seeds = list(seeds if seeds is not None else (QUICK_SEEDS if quick else SEEDS))
     result: dict[str, Any] = {
-        "detections": "true poses with simulated detector errors (benchmarks.motion.detect)",
-        "source": source,
-        "tracker": tracker_benchmark(sequences),
+        "detections": "true poses with simulated detector errors (benchmarks.motion.detect)"
     }
-    if checkpoint is not None:
+    with tempfile.TemporaryDirectory() as tmp:
         if sequences_dir is None:
-            raise ValueError("--checkpoint needs --sequences (videos with their json)")
-        result["model"] = model_benchmark(checkpoint, sequences_dir, device)
+            sequences_dir = _canonical_sequences(Path(tmp) / "sequences", quick)
+            source = "procedural dataset, canonical tracking set (rtmo data synth --motion " + (
+                "--sequences 2 --frames 75 --seed 2)"
+                if quick
+                else "--sequences 4 --frames 150 --seed 2)"
+            )
+        else:
+            source = f"procedural dataset sequences in {sequences_dir}"
+        result["procedural"] = {
+            "source": source,
+            **tracker_benchmark(procedural_sequences(sequences_dir)),
+        }
+        result["scenarios"] = {
+            "source": f"built-in scenarios, seeds {seeds[0]}-{seeds[-1]}, {frames} frames, 30 fps",
+            **tracker_benchmark(benchmark_sequences(seeds, frames)),
+        }
+        if checkpoint is not None:
+            from rtmo.predictor import RTMO
+
+            model = RTMO.from_checkpoint(checkpoint, device=device)
+            result["model"] = {
+                "checkpoint": str(checkpoint),
+                **model_benchmark(model, sequences_dir),
+            }
     result["runtime_s"] = time.perf_counter() - start
     return result
 
 
-def model_benchmark(checkpoint: Path, folder: Path, device: str | None) -> dict[str, Any]:
-    """IDF1/MOTA/switches of `RTMO.track` on every NAME.mp4 of `folder` with a NAME.json."""
-    from rtmo.predictor import RTMO
+def _canonical_sequences(folder: Path, quick: bool) -> Path:
+    from rtmo.train.synthetic import SEQUENCE_SEED, synthesize_sequences
 
-    model = RTMO.from_checkpoint(checkpoint, device=device)
-    pairs = [(v, v.with_suffix(".json")) for v in sorted(folder.glob("*.mp4"))]
+    count, frames = (2, 75) if quick else (4, 150)
+    synthesize_sequences(folder, count, frames, SEQUENCE_SEED)
+    return folder
+
+
+def model_benchmark(model: Any, folder: Path, batch_size: int = 8) -> dict[str, Any]:
+    """IDF1/MOTA/switches of `model.track` (an `RTMO`) on every NAME.mp4 of `folder` that has a
+    NAME.json, per association; keypoint jitter with and without smoothing (IoU+OKS)."""
+    pairs = [(v, v.with_suffix(".json")) for v in sorted(Path(folder).glob("*.mp4"))]
     pairs = [(v, j) for v, j in pairs if j.exists()]
     if not pairs:
         raise ValueError(f"{folder}: no NAME.mp4 with a NAME.json beside it")
     truths = [motion.load_coco_sequence(j) for _, j in pairs]
-    result: dict[str, Any] = {"checkpoint": str(checkpoint), "videos": [str(v) for v, _ in pairs]}
-    for association, oks_weight in ASSOCIATIONS.items():
-        accs = []
+    names = [t.name for t in truths]
+    result: dict[str, Any] = {"videos": [str(v) for v, _ in pairs], "associations": {}}
+    runs = {
+        "iou": {"oks_weight": ASSOCIATIONS["iou"]},
+        "iou+oks": {"oks_weight": ASSOCIATIONS["iou+oks"]},
+        "iou+oks, one-euro": {"oks_weight": ASSOCIATIONS["iou+oks"], "smooth": "one-euro"},
+    }
+    for label, options in runs.items():
         start = time.perf_counter()
-        for (video, _), truth in zip(pairs, truths, strict=True):
-            tracked: list[Poses | None] = [None] * len(truth.frames)
-            for frame, people in model.track(video, persist=False, oks_weight=oks_weight):
-                tracked[frame.index] = people
-            empty = Poses.empty(17, truth.image_size)
-            empty.track_ids = np.zeros(0, np.int64)
-            accs.append(accumulate(truth, [p if p is not None else empty for p in tracked]))
+        tracked = [_track_video(model, video, truth, batch_size, options)
+                   for (video, _), truth in zip(pairs, truths, strict=True)]  # fmt: skip
         elapsed = time.perf_counter() - start
-        table = summarize(accs, [t.name for t in truths])
-        result[association] = {
-            "overall": table.pop("OVERALL"),
-            "sequences": table,
-            "frames_per_s": sum(len(t.frames) for t in truths) / elapsed,
-        }
+        accs = [accumulate(t, p) for t, p in zip(truths, tracked, strict=True)]
+        jitter = _mean_dicts(
+            [
+                jitter_and_error(t, p, matched_pairs(a))
+                for t, p, a in zip(truths, tracked, accs, strict=True)
+            ]
+        )
+        if label in ASSOCIATIONS:
+            table = summarize(accs, names)
+            result["associations"][label] = {
+                "overall": table.pop("OVERALL"),
+                "sequences": table,
+                "frames_per_s": sum(len(t.frames) for t in truths) / elapsed,
+            }
+        result.setdefault("smoothing", {})["raw" if "smooth" not in options else "one-euro"] = (
+            jitter
+        )
     return result
+
+
+def _track_video(
+    model: Any, video: Path, truth: motion.Sequence, batch_size: int, options
+) -> list[Poses]:
+    """The tracked people of every frame of `video` (an unreadable frame: nobody)."""
+    empty = Poses.empty(len(COCO_SIGMAS), truth.image_size)
+    empty.track_ids = np.zeros(0, np.int64)
+    tracked = [empty] * len(truth.frames)
+    frames = model.track(video, persist=False, batch_size=batch_size, on_error="yield", **options)
+    for frame, people in frames:
+        if people is not None and frame.index < len(tracked):
+            tracked[frame.index] = people
+    return tracked
+
+
+TABLE_HEAD = [
+    "| association | IDF1 | MOTA | id switches | false positives | misses | frames/s |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def markdown_lines(tracking: dict[str, Any]) -> list[str]:
+    """The tracking result as markdown tables."""
+    lines = [f"Detections: {tracking['detections']}."]
+    for key in ("procedural", "scenarios"):
+        if key in tracking:
+            part = tracking[key]
+            lines += ["", f"{part['source']}:", "", *_association_table(part["associations"])]
+            lines += _scenario_table(part["associations"])
+            lines += ["", _smoothing_line(part["smoothing"])]
+    if "model" in tracking:
+        model = tracking["model"]
+        lines += ["", f"Model {model['checkpoint']} through RTMO.track, procedural videos:", ""]
+        lines += [
+            *_association_table(model["associations"]),
+            "",
+            _smoothing_line(model["smoothing"]),
+        ]
+    return lines
+
+
+def _association_table(associations: dict[str, Any]) -> list[str]:
+    lines = list(TABLE_HEAD)
+    for name, row in associations.items():
+        o = row["overall"]
+        cells = [f"{o['idf1']:.3f}", f"{o['mota']:.3f}", f"{o['num_switches']:.0f}"]
+        cells += [f"{o['num_false_positives']:.0f}", f"{o['num_misses']:.0f}"]
+        cells.append(f"{row['frames_per_s']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scenario_table(associations: dict[str, Any]) -> list[str]:
+    rows = [row.get("by_scenario") for row in associations.values()]
+    if not all(rows):
+        return []
+    head = " | ".join(f"{a} IDF1 | {a} switches" for a in associations)
+    lines = ["", f"| scenario | {head} |", "|---|" + "---|---|" * len(associations)]
+    for scenario in rows[0]:
+        cells = []
+        for by_scenario in rows:
+            cells += [f"{by_scenario[scenario]['idf1']:.3f}"]
+            cells += [f"{by_scenario[scenario]['num_switches']:.0f}"]
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _smoothing_line(smoothing: dict[str, Any]) -> str:
+    raw, smooth = smoothing["raw"], smoothing["one-euro"]
+    return (
+        f"Keypoint jitter (frame-to-frame acceleration) / error against the truth, % of person "
+        f"height: raw {raw['jitter_pct']:.2f} / {raw['error_pct']:.2f}, One-Euro "
+        f"{smooth['jitter_pct']:.2f} / {smooth['error_pct']:.2f} (the true motion's own "
+        f"acceleration: {raw['truth_jitter_pct']:.2f})."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -335,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args.quick, seeds, args.frames, args.sequences, args.checkpoint, args.device)
     json.dump(result, sys.stdout, indent=1)
     print()
+    print("\n".join(markdown_lines(result)), file=sys.stderr)
 
 
 if __name__ == "__main__":
