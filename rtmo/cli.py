@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from rtmo.commands import data as data_command
 from rtmo.commands import eval as eval_command
+from rtmo.commands import models as models_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_OUT = "rtmo-output"
@@ -44,7 +45,10 @@ class Command:
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "source", help="an image, a folder of images, a video file or a webcam index (e.g. 0)"
+        "source",
+        nargs="+",
+        help="images, folders of images, video files, webcam indices (e.g. 0) or glob patterns "
+        '(quoted: "clips/*.mp4")',
     )
     parser.add_argument(
         "--model",
@@ -82,12 +86,67 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-save", action="store_true", help="do not write annotated images or video"
     )
+    parser.add_argument(
+        "--csv", action="store_true", help="write one row per person to OUT/NAME.csv"
+    )
+    parser.add_argument(
+        "--save-crops", action="store_true", help="write each person's box to OUT/crops/NAME/"
+    )
+    parser.add_argument(
+        "--show", action="store_true", help="show the results in a window (q or Esc stops)"
+    )
+    tracking = parser.add_argument_group("tracking (videos, webcams, image sequences)")
+    tracking.add_argument(
+        "--track", action="store_true", help="give people ids that persist across frames"
+    )
+    tracking.add_argument(
+        "--track-buffer",
+        type=_non_negative_int,
+        default=None,
+        help="frames a person may be unseen and keep their id (default 30)",
+    )
+    tracking.add_argument(
+        "--smooth", choices=["one-euro"], default=None, help="smooth tracked keypoints over time"
+    )
+    tracking.add_argument(
+        "--smooth-min-cutoff",
+        type=_positive_float,
+        default=None,
+        help="One-Euro cutoff of a still keypoint in Hz (default 1.0; lower: smoother)",
+    )
+    tracking.add_argument(
+        "--smooth-beta",
+        type=_non_negative_float,
+        default=None,
+        help="One-Euro speed coefficient (default 3.0; higher: less lag on fast motion)",
+    )
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -114,18 +173,25 @@ def _checkpoint_help(variant: str | None) -> str:
 
 @dataclass
 class _Run:
-    """Counts and failures of one predict run, and its JSON lines output."""
+    """Counts, timings and failures of one predict run, and the current source's outputs."""
 
     processed: int = 0
     people: int = 0
     failures: list[str] = field(default_factory=list)
+    stage_ms: dict[str, float] = field(default_factory=dict)
     jsonl: IO[str] | None = None
+    csv: Any = None  # a csv.writer
+    stopped: bool = False  # the --show window was closed
 
     def record(self, key: dict[str, Any], poses: Any) -> None:
         self.processed += 1
         self.people += len(poses)
+        for stage, ms in poses.speed.items():
+            self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
         if self.jsonl is not None:
             self.jsonl.write(json.dumps({**key, **poses.to_dict()}) + "\n")
+        if self.csv is not None:
+            self.csv.writerows([*key.values(), *row] for row in poses.to_rows())
 
     def fail(self, key: dict[str, Any], message: str) -> None:
         from tqdm import tqdm
@@ -137,24 +203,61 @@ class _Run:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from rtmo.sources import resolve_source
+    import time
 
-    source = resolve_source(args.source)
+    from rtmo.sources import resolve_sources
+
+    _check_predict_options(args)
+    sources = resolve_sources(args.source)
     if args.checkpoint is None and not args.random_weights:
         raise UsageError(_checkpoint_help(args.model))
     if args.checkpoint is not None and args.random_weights:
         raise UsageError("give either --checkpoint or --random-weights, not both")
-    if source.kind == "folder" and args.out.resolve() == source.path.resolve():
-        raise UsageError(f"--out {args.out} is the source folder; choose another output folder")
+    for source in sources:
+        if source.kind == "folder" and args.out.resolve() == source.path.resolve():
+            raise UsageError(f"--out {args.out} is the source folder; choose another output folder")
+        if source.kind == "images" and args.out.resolve() in {
+            p.parent.resolve() for p in source.images
+        }:
+            raise UsageError(f"--out {args.out} holds source images; choose another output folder")
     predictor = _build_predictor(args)
+    window = _open_window(args.show)
     run = _Run()
-    with _jsonl_output(args.out / f"{source.name}.jsonl" if args.json else None) as jsonl:
-        run.jsonl = jsonl
-        if source.kind in ("image", "folder"):
-            _predict_images(predictor, source.images, args, run)
-        else:
-            _predict_video(predictor, source, args, run)
-    return _summarize(run, args)
+    start = time.perf_counter()
+    try:
+        for source in sources:
+            _predict_source(predictor, source, args, run, window)
+            if run.stopped:
+                break
+    finally:
+        if window is not None:
+            window.close()
+    return _summarize(run, args, time.perf_counter() - start)
+
+
+def _check_predict_options(args: argparse.Namespace) -> None:
+    """Options that only mean something with another one."""
+    if not args.track:
+        for option in ("track_buffer", "smooth"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option.replace('_', '-')} needs --track")
+    if args.smooth is None:
+        for option in ("smooth_min_cutoff", "smooth_beta"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option.replace('_', '-')} needs --smooth one-euro")
+
+
+def _open_window(show: bool) -> Any:
+    """The --show window, or None (with a note when there can be none)."""
+    if not show:
+        return None
+    from rtmo.visualize import PreviewWindow
+
+    window = PreviewWindow.open("rtmo")
+    if isinstance(window, str):
+        print(f"rtmo: note: --show skipped: {window}", file=sys.stderr)
+        return None
+    return window
 
 
 def _build_predictor(args: argparse.Namespace) -> Any:
@@ -175,76 +278,138 @@ def _build_predictor(args: argparse.Namespace) -> Any:
 
 
 @contextlib.contextmanager
-def _jsonl_output(path: Path | None) -> Iterator[IO[str] | None]:
+def _text_output(path: Path | None) -> Iterator[IO[str] | None]:
+    """A text file written under a temporary name, renamed into place when complete."""
     if path is None:
         yield None
         return
     from rtmo.sources import atomic_output
 
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         yield handle
 
 
-def _predict_images(predictor: Any, paths: Sequence[Path], args: argparse.Namespace, run: _Run):
+def _frames(predictor: Any, source: Any, args: argparse.Namespace) -> Iterator:
+    """(frame, people) of one source: tracked (each source with its own ids) or not."""
+    options = {"batch_size": args.batch_size, "on_error": "yield"}
+    if not args.track:
+        return predictor.stream(source, **options)
+    smoothing = {"smooth_min_cutoff": args.smooth_min_cutoff, "smooth_beta": args.smooth_beta}
+    return predictor.track(
+        source, persist=False, track_buffer=30 if args.track_buffer is None else args.track_buffer,
+        smooth=args.smooth, **smoothing, **options,
+    )  # fmt: skip
+
+
+def _csv_columns(predictor: Any, key: str, tracked: bool) -> list[str]:
+    from rtmo.predictor import layout_of
+    from rtmo.results import Poses
+
+    empty = Poses.empty(predictor.config.num_keypoints, (1, 1), **layout_of(predictor.config))
+    empty.track_ids = [] if tracked else None
+    return [key, *empty.csv_columns()]
+
+
+def _predict_source(
+    predictor: Any, source: Any, args: argparse.Namespace, run: _Run, window: Any
+) -> None:
+    """Every frame of one source: JSON lines, CSV rows, annotated images or video, crops."""
+    import csv
+
     from tqdm import tqdm
 
-    from rtmo.sources import SourceError, read_image, write_image
-    from rtmo.video import batched
+    video = source.kind in ("video", "webcam")
+    key = "frame" if video else "file"
+    out = args.out
+    with contextlib.ExitStack() as stack:
+        run.jsonl = stack.enter_context(
+            _text_output(out / f"{source.name}.jsonl" if args.json else None)
+        )
+        table = stack.enter_context(_text_output(out / f"{source.name}.csv" if args.csv else None))
+        run.csv = None if table is None else csv.writer(table)
+        if run.csv is not None:
+            run.csv.writerow(_csv_columns(predictor, key, args.track))
+        frames = stack.enter_context(contextlib.closing(_frames(predictor, source, args)))
+        progress = stack.enter_context(
+            tqdm(unit="frame" if video else "img", file=sys.stderr, disable=source.kind == "image")
+        )
+        writer = None
+        try:
+            for frame, poses in frames:
+                progress.total = frame.total
+                progress.update(1)
+                where = {key: frame.index if video else str(frame.path or frame.source)}
+                if poses is None:
+                    run.fail(where, frame.error)
+                    continue
+                run.record(where, poses)
+                drawn = (
+                    None
+                    if args.no_save and window is None
+                    else poses.plot(frame.image, kpt_thr=args.kpt_thr)
+                )
+                if not args.no_save and video:
+                    if writer is None:
+                        writer = stack.enter_context(
+                            _video_output(out / f"{source.name}.mp4", frame.fps)
+                        )
+                    writer.write(drawn)
+                elif not args.no_save:
+                    _write_image(out / frame.path.name, drawn)
+                if args.save_crops:
+                    stem = f"{frame.index:06d}" if video else frame.path.stem
+                    _save_crops(out / "crops" / source.name, stem, frame.image, poses)
+                if window is not None and not window.show(drawn):
+                    run.stopped = True
+                    break
+        except KeyboardInterrupt:
+            if source.kind != "webcam":
+                raise
+            # Ctrl+C is how a webcam stream ends: keep what was recorded.
+        finally:
+            run.jsonl = run.csv = None
 
-    progress = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
-    for batch_paths in batched(paths, args.batch_size):
-        loaded = []
-        for path in batch_paths:
-            try:
-                loaded.append((path, read_image(path)))
-            except SourceError as err:
-                run.fail({"file": str(path)}, str(err))
-        results = predictor([image for _, image in loaded]) if loaded else []
-        for (path, image), poses in zip(loaded, results, strict=True):
-            run.record({"file": str(path)}, poses)
-            if not args.no_save:
-                write_image(args.out / path.name, poses.plot(image, kpt_thr=args.kpt_thr))
-        progress.update(len(batch_paths))
-    progress.close()
 
-
-def _predict_video(predictor: Any, source: Any, args: argparse.Namespace, run: _Run) -> None:
+@contextlib.contextmanager
+def _video_output(path: Path, fps: float) -> Iterator[Any]:
     from tqdm import tqdm
 
-    from rtmo.video import VideoReader, batched, prefetch, video_writer
+    from rtmo.video import describe_codec, video_writer
 
-    reader = VideoReader(source.camera if source.kind == "webcam" else source.path)
-    out_path = args.out / f"{source.name}.mp4"
-    writer_context = (
-        contextlib.nullcontext() if args.no_save else video_writer(out_path, reader.fps)
+    with video_writer(path, fps) as writer:
+        tqdm.write(f"rtmo: {path}: video codec {describe_codec(writer.codec)}", file=sys.stderr)
+        yield writer
+
+
+def _write_image(path: Path, image: Any) -> None:
+    from rtmo.sources import write_image
+
+    write_image(path, image)
+
+
+def _save_crops(folder: Path, stem: str, image: Any, poses: Any) -> None:
+    """Each person's box cut out of the (unannotated) image: FOLDER/STEM_ID.jpg, ID the track id
+    when tracked, else the person's rank in the image."""
+    from rtmo.sources import write_image
+
+    for i in range(len(poses)):
+        crop = poses.crop(image, i)
+        if crop.size:
+            label = f"id{poses.track_ids[i]}" if poses.track_ids is not None else str(i)
+            write_image(folder / f"{stem}_{label}.jpg", crop)
+
+
+def _summarize(run: _Run, args: argparse.Namespace, seconds: float) -> int:
+    stages = ", ".join(
+        f"{stage} {total / max(run.processed, 1):.1f} ms" for stage, total in run.stage_ms.items()
     )
-    progress = tqdm(total=reader.frame_count, unit="frame", file=sys.stderr)
-    frames = contextlib.closing(prefetch(reader, depth=2 * args.batch_size))
-    try:
-        with writer_context as writer, frames as ordered_frames:
-            try:
-                for batch in batched(ordered_frames, args.batch_size):
-                    results = predictor([frame for _, frame in batch])
-                    for (index, frame), poses in zip(batch, results, strict=True):
-                        run.record({"frame": index}, poses)
-                        if writer is not None:
-                            writer.write(poses.plot(frame, kpt_thr=args.kpt_thr))
-                    progress.update(len(batch))
-            except KeyboardInterrupt:
-                if source.kind != "webcam":
-                    raise
-                # Ctrl+C is how a webcam stream ends: keep what was recorded.
-    finally:
-        progress.close()
-        reader.close()
-    for index in reader.unreadable:
-        run.fail({"frame": index}, f"{source.path}: frame {index} cannot be decoded")
-
-
-def _summarize(run: _Run, args: argparse.Namespace) -> int:
+    rate = run.processed / seconds if seconds > 0 else 0.0
+    outputs = args.json or args.csv or args.save_crops or not args.no_save
     print(
-        f"rtmo: {run.processed} processed, {run.people} people found"
-        + ("" if args.no_save and not args.json else f"; results in {args.out}"),
+        f"rtmo: {run.processed} processed in {seconds:.1f} s ({rate:.1f} images/s"
+        + (f"; per image: {stages}" if stages else "")
+        + f"), {run.people} people found"
+        + (f"; results in {args.out}" if outputs else ""),
         file=sys.stderr,
     )
     if not run.failures:
@@ -322,7 +487,7 @@ def _version_of(package: str) -> str:
 COMMANDS: list[Command] = [
     Command(
         "predict",
-        "poses in images, folders, videos or a webcam",
+        "poses (and ids with --track) in images, folders, videos, webcams or glob patterns",
         _add_predict_arguments,
         _run_predict,
     ),
@@ -346,6 +511,12 @@ COMMANDS: list[Command] = [
         "datasets: `rtmo data synth` writes procedural people (COCO keypoints, videos)",
         data_command.add_arguments,
         data_command.run,
+    ),
+    Command(
+        "models",
+        "the RTMO variants: sizes, inputs, keypoints and checkpoint URLs",
+        models_command.add_arguments,
+        models_command.run,
     ),
 ]
 

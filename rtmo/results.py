@@ -144,6 +144,40 @@ class Poses:
             )
         return {"width": self.image_size[0], "height": self.image_size[1], "people": people}
 
+    def csv_columns(self) -> list[str]:
+        """Column names of `to_rows`: person, track_id (when tracked), score, x1, y1, x2, y2, then
+        NAME_x, NAME_y, NAME_score per keypoint."""
+        names = self.keypoint_names or tuple(f"keypoint{k}" for k in range(self.num_keypoints))
+        columns = ["person", *(["track_id"] if self.track_ids is not None else [])]
+        columns += ["score", "x1", "y1", "x2", "y2"]
+        return columns + [f"{name}_{part}" for name in names for part in ("x", "y", "score")]
+
+    def to_rows(self) -> list[list[float | int]]:
+        """One row per person, keypoints flattened (columns of `csv_columns`; the precision of
+        `to_dict`)."""
+        rows = []
+        for i in range(len(self)):
+            row: list[float | int] = [i]
+            if self.track_ids is not None:
+                row.append(int(self.track_ids[i]))
+            row.append(round(float(self.scores[i]), SCORE_DECIMALS))
+            row += np.round(self.boxes[i].astype(float), COORD_DECIMALS).tolist()
+            keypoints = np.round(self.keypoints[i].astype(float), COORD_DECIMALS)
+            scores = np.round(self.keypoint_scores[i].astype(float), SCORE_DECIMALS)
+            for (x, y), score in zip(keypoints.tolist(), scores.tolist(), strict=True):
+                row += [x, y, score]
+            rows.append(row)
+        return rows
+
+    def crop(self, image: np.ndarray, index: int) -> np.ndarray:
+        """The part of `image` (H, W[, C]) inside person `index`'s box, clipped to the image
+        (a view; empty when the box lies outside)."""
+        height, width = image.shape[:2]
+        box = np.nan_to_num(self.boxes[index].astype(np.float64))
+        x1, x2 = (int(np.clip(round(v), 0, width)) for v in box[0::2])
+        y1, y2 = (int(np.clip(round(v), 0, height)) for v in box[1::2])
+        return image[y1 : max(y1, y2), x1 : max(x1, x2)]
+
     def to_json(self, **kwargs: Any) -> str:
         """`to_dict()` as a JSON string; keyword arguments go to `json.dumps`."""
         return json.dumps(self.to_dict(), **kwargs)

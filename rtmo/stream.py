@@ -40,6 +40,8 @@ class FrameInfo:
         be read.
     fps: the frame rate of a video or webcam; None for images.
     error: why the frame could not be read; None when it was.
+    total: the number of frames (the container's count) or images of its source; None for a
+        webcam.
     """
 
     source: str
@@ -50,6 +52,7 @@ class FrameInfo:
     image: np.ndarray | None = field(repr=False)
     fps: float | None = None
     error: str | None = None
+    total: int | None = None
 
     @property
     def time(self) -> float:
@@ -57,18 +60,22 @@ class FrameInfo:
         return self.index / (self.fps or DEFAULT_FPS)
 
 
-StreamInput = str | os.PathLike | int | np.ndarray | torch.Tensor
+StreamInput = str | os.PathLike | int | np.ndarray | torch.Tensor | Source
 _Input = tuple[int, str, Source | np.ndarray | torch.Tensor]
 
 
 def resolve_inputs(source: StreamInput | Sequence[StreamInput]) -> list[_Input]:
     """(source_index, text, Source or in-memory image) for each input of `source`: a path, glob,
-    webcam index, image array or (3, H, W) tensor, or a list of these."""
+    webcam index, image array, (3, H, W) tensor or resolved `Source`, or a list of these."""
     items = list(source) if isinstance(source, (list, tuple)) else [source]
     if not items:
         raise SourceError("no source given")
     inputs: list[_Input] = []
     for n, item in enumerate(items):
+        if isinstance(item, Source):  # already resolved
+            text = item.name if item.path is None and item.camera is None else item.path
+            inputs.append((n, str(item.camera if item.camera is not None else text), item))
+            continue
         if isinstance(item, torch.Tensor) and item.dim() != 3:
             raise ValueError(f"source[{n}]: an image tensor must be (3, H, W), got {item.shape}")
         if isinstance(item, (np.ndarray, torch.Tensor)):
@@ -84,7 +91,7 @@ def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
     with their `error` set (in their place: a damaged video frame between its neighbours)."""
     for source_index, text, item in inputs:
         if not isinstance(item, Source):
-            yield FrameInfo(text, source_index, "array", 0, None, item)
+            yield FrameInfo(text, source_index, "array", 0, None, item, total=1)
         elif item.kind in ("video", "webcam"):
             yield from _video_frames(source_index, text, item)
         else:
@@ -93,7 +100,8 @@ def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
                     image, error = read_image(path), None
                 except SourceError as err:
                     image, error = None, str(err)
-                yield FrameInfo(text, source_index, "image", i, path, image, error=error)
+                total = len(item.images)
+                yield FrameInfo(text, source_index, "image", i, path, image, None, error, total)
 
 
 def _video_frames(source_index: int, text: str, source: Source) -> Iterator[FrameInfo]:
@@ -101,16 +109,18 @@ def _video_frames(source_index: int, text: str, source: Source) -> Iterator[Fram
     reader = VideoReader(source.camera if webcam else source.path)
     kind, path = ("webcam", None) if webcam else ("video", source.path)
 
+    total = reader.frame_count
+
     def unreadable(index: int) -> FrameInfo:
         message = f"{source.path or text}: frame {index} cannot be decoded"
-        return FrameInfo(text, source_index, kind, index, path, None, reader.fps, message)
+        return FrameInfo(text, source_index, kind, index, path, None, reader.fps, message, total)
 
     expected = 0
     try:
         for index, frame in reader:
             for missing in range(expected, index):
                 yield unreadable(missing)
-            yield FrameInfo(text, source_index, kind, index, path, frame, reader.fps)
+            yield FrameInfo(text, source_index, kind, index, path, frame, reader.fps, None, total)
             expected = index + 1
     finally:
         reader.close()

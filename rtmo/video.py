@@ -4,7 +4,10 @@ complete or absent."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import queue
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +23,10 @@ from rtmo.sources import SourceError, atomic_output
 MAX_CONSECUTIVE_FAILURES = 25
 DEFAULT_FPS = 30.0  # for streams that do not report theirs (most webcams report 0)
 FOURCCS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+# H.264 is what browsers play; OpenCV writes it only where its FFmpeg has an encoder for it (the
+# opencv-python wheels on PyPI have none): used for these containers when present.
+H264_CONTAINERS = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
+CODEC_NAMES = {"avc1": "H.264", "mp4v": "MPEG-4 Part 2", "MJPG": "Motion JPEG"}
 
 T = TypeVar("T")
 
@@ -148,6 +155,49 @@ class VideoReader:
 
 
 @contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silences what C code prints to stderr (FFmpeg and OpenCV report a missing encoder there)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@functools.cache
+def h264_available() -> bool:
+    """Whether this OpenCV can write H.264 ("avc1") video: a one-frame file is tried."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet_stderr():
+        path = Path(tmp) / "probe.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"avc1"), 25.0, (64, 64))
+        opened = writer.isOpened()
+        if opened:
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+        writer.release()
+        return opened and path.exists() and path.stat().st_size > 0
+
+
+def video_codec(suffix: str) -> str:
+    """The fourcc written for a file suffix: avc1 (H.264) where OpenCV has it and the container
+    takes it, else FOURCCS' choice (mp4v for .mp4)."""
+    suffix = suffix.lower()
+    if suffix in H264_CONTAINERS and h264_available():
+        return "avc1"
+    return FOURCCS.get(suffix, "mp4v")
+
+
+def describe_codec(fourcc: str) -> str:
+    """E.g. "avc1 (H.264)", or for mp4v a note that browsers may not play it."""
+    text = f"{fourcc} ({CODEC_NAMES.get(fourcc, fourcc)})"
+    if fourcc == "mp4v":
+        text += "; this OpenCV has no H.264 encoder, so web browsers may not play the file"
+    return text
+
+
+@contextlib.contextmanager
 def video_writer(path: Path, fps: float) -> Iterator[FrameWriter]:
     """A writer whose file appears at `path` only when the block completes; on an error or an
     interrupt the partial file is deleted."""
@@ -162,11 +212,13 @@ def video_writer(path: Path, fps: float) -> Iterator[FrameWriter]:
 
 
 class FrameWriter:
-    """cv2.VideoWriter opened on the first frame (its size is that frame's)."""
+    """cv2.VideoWriter opened on the first frame (its size is that frame's), in the codec of
+    `video_codec` (`codec`)."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = path
         self.fps = fps
+        self.codec = video_codec(path.suffix)
         self.frames_written = 0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -174,7 +226,7 @@ class FrameWriter:
     def write(self, frame: np.ndarray) -> None:
         size = (frame.shape[1], frame.shape[0])
         if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*FOURCCS.get(self.path.suffix.lower(), "mp4v"))
+            fourcc = cv2.VideoWriter_fourcc(*self.codec)
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 raise OSError(f"{self.path}: cannot open a video writer for {self.path.suffix}")

@@ -142,15 +142,21 @@ class ColourModel(torch.nn.Module):
         return out
 
 
+def crossing_frame(t: int) -> np.ndarray:
+    """Frame t (128x64) of two 16x40 people, red from the left and green from the right,
+    crossing in the middle at t = 16."""
+    frame = np.zeros((64, 128, 3), np.uint8)
+    red_x, green_x = 8 + 3 * t, 104 - 3 * t
+    frame[12:52, red_x : red_x + 16, 2] = 255
+    frame[12:52, green_x : green_x + 16, 1] = 255
+    return frame
+
+
 def crossing_video(path: Path, frames: int = 30) -> Path:
-    """Two 16x40 people, red from the left and green from the right, crossing in the middle."""
+    """The first `frames` frames of `crossing_frame` as an MJPG AVI at 25 fps."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (128, 64))
     for t in range(frames):
-        frame = np.zeros((64, 128, 3), np.uint8)
-        red_x, green_x = 8 + 3 * t, 104 - 3 * t
-        frame[12:52, red_x : red_x + 16, 2] = 255
-        frame[12:52, green_x : green_x + 16, 1] = 255
-        writer.write(frame)
+        writer.write(crossing_frame(t))
     writer.release()
     return path
 

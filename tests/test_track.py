@@ -321,3 +321,49 @@ def test_smoother_errors_are_named():
     smoother(frame, 1.0)
     with pytest.raises(ValueError, match="does not come after"):
         smoother(frame, 1.0)
+
+
+# -- Poses with ids ------------------------------------------------------------------------------
+
+
+def test_track_ids_travel_with_the_people():
+    person = standing(100, False)
+    boxes = np.array([[50.0, 80, 150, 420], [300, 80, 400, 420]])
+    poses = people(boxes, [person, person + 250], [0.9, 0.8])
+    poses.track_ids = np.array([7, 3])
+    poses = Poses(**{**poses.__dict__})  # validated on construction
+    assert poses[1].track_ids.tolist() == [3]
+    assert poses[poses.scores > 0.85].track_ids.tolist() == [7]
+    assert [p["track_id"] for p in poses.to_dict()["people"]] == [7, 3]
+    assert next(iter(poses.to_dict()["people"][0])) == "track_id"  # first key
+    assert "track_id" not in people(boxes, [person, person], [0.9, 0.8]).to_dict()["people"][0]
+    with pytest.raises(ValueError, match="track_ids must have shape"):
+        Poses(boxes, [0.9, 0.8], np.zeros((2, K, 2)), np.ones((2, K)), (640, 480), track_ids=[1])
+
+
+def test_rows_and_crops_of_tracked_people():
+    person = standing(100, False)
+    poses = people(
+        np.array([[50.0, 80, 150, 420], [-20, -5, 10, 30]]), [person, person], [0.9, 0.8]
+    )
+    poses.track_ids = np.array([4, 9])
+    columns, rows = poses.csv_columns(), poses.to_rows()
+    assert columns[:7] == ["person", "track_id", "score", "x1", "y1", "x2", "y2"]
+    assert columns[7:10] == ["keypoint0_x", "keypoint0_y", "keypoint0_score"]
+    assert len(columns) == 7 + 3 * K
+    assert [len(row) for row in rows] == [len(columns)] * 2
+    assert rows[0][:3] == [0, 4, 0.9]
+    image = np.arange(480 * 640 * 3, dtype=np.uint32).reshape(480, 640, 3)
+    np.testing.assert_array_equal(poses.crop(image, 0), image[80:420, 50:150])
+    assert poses.crop(image, 1).shape == (30, 10, 3)  # clipped to the image
+
+
+def test_tracked_people_are_drawn_in_their_id_colour():
+    from rtmo.visualize import track_color
+
+    person = standing(100, False)
+    poses = people(np.array([[50.0, 80, 150, 420]]), [person], [0.9])
+    poses.track_ids = np.array([5])
+    drawn = poses.plot(np.zeros((480, 640, 3), np.uint8), draw_scores=False)
+    assert tuple(drawn[250, 50].tolist()) == track_color(5)  # the box's left edge
+    assert track_color(5) != track_color(6)
