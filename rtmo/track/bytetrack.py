@@ -137,13 +137,13 @@ class ByteTracker:
         frame: the frame's index; frames skipped since the last call (unreadable ones) are
         predicted through. Default: the frame after the last one.
         """
-        frame = self._advance(frame, poses)
-        scores = poses.scores.astype(np.float64)
         if poses.num_keypoints != self.sigmas.size:
             raise ValueError(
                 f"poses have {poses.num_keypoints} keypoints but the tracker has "
                 f"{self.sigmas.size} sigmas"
             )
+        frame = self._advance(frame, poses)
+        scores = poses.scores.astype(np.float64)
         first_frame = self.frame_count == 1
         high = np.flatnonzero(scores >= self.high_thr)
         low = np.flatnonzero((scores >= self.low_thr) & (scores < self.high_thr))
