@@ -20,7 +20,7 @@ from rtmo.sources import read_image
 
 if TYPE_CHECKING:
     from rtmo.stream import FrameInfo, StreamInput
-    from rtmo.track import TrackingSession
+    from rtmo.track import TrackingPipeline
 
 RUNTIMES = ("torch", "onnxruntime")
 ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
@@ -87,7 +87,7 @@ class RTMO:
             None if checkpoint is None else str(checkpoint)
         )  # where the weights came from
         self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
-        self._tracking: TrackingSession | None = None  # what `track(persist=True)` carries over
+        self._tracking: TrackingPipeline | None = None  # what `track(persist=True)` carries over
         self._tracking_settings: tuple | None = None
         if isinstance(model, (torch.nn.Module, OnnxRuntimeModel)):
             if checkpoint is not None:
@@ -294,19 +294,19 @@ class RTMO:
         inputs = None if single else resolve_inputs(source)  # a missing file fails first
         settings = (tracker, track_buffer, smooth, smooth_min_cutoff, smooth_beta, fps)
         settings += tuple(sorted(tracker_options.items()))
-        session = self._tracking if persist and self._tracking_settings == settings else None
-        if session is None:
-            from rtmo.track import TrackingSession
+        pipeline = self._tracking if persist and self._tracking_settings == settings else None
+        if pipeline is None:
+            from rtmo.track import TrackingPipeline
 
-            session = TrackingSession.create(
+            pipeline = TrackingPipeline.create(
                 self._sigmas(), tracker, smooth, smooth_min_cutoff, smooth_beta, fps,
                 track_buffer=track_buffer, **tracker_options,
             )  # fmt: skip
-        self._tracking, self._tracking_settings = (session, settings) if persist else (None, None)
+        self._tracking, self._tracking_settings = (pipeline, settings) if persist else (None, None)
         if inputs is None:
-            return session.update(self.predict([source])[0])
+            return pipeline.update(self.predict([source])[0])
         frames = predict_stream(self.predict, inputs, batch_size, on_error)
-        return session.run(frames)
+        return pipeline.run(frames)
 
     def _sigmas(self) -> tuple[float, ...]:
         """The OKS sigmas of the model's keypoints (the tracker compares poses with them)."""

@@ -223,7 +223,7 @@ RSS_SCRIPT = textwrap.dedent(
     config = dataclasses.replace(from_name("rtmo-t"), input_size=(32, 32))
     model = RTMO(RTMOModel(config), device="cpu", score_thr=0.0, max_det=5)
     peaks = {}
-    for frame, people in model.track(path, smooth="one-euro", batch_size=8):
+    for frame, people in model.track(path, smooth="one-euro", batch_size=32):
         if frame.index + 1 in (100, 1000):
             peaks[frame.index + 1] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(peaks[100], peaks[1000], frame.index)

@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 TRACKERS = ("bytetrack",)
 SMOOTHERS = ("one-euro",)
 
-__all__ = ["SMOOTHERS", "TRACKERS", "ByteTracker", "OneEuroSmoother", "TrackingSession"]
+__all__ = ["SMOOTHERS", "TRACKERS", "ByteTracker", "OneEuroSmoother", "TrackingPipeline"]
 
 if TYPE_CHECKING:
     from rtmo.track.bytetrack import ByteTracker
-    from rtmo.track.session import TrackingSession
+    from rtmo.track.pipeline import TrackingPipeline
     from rtmo.track.smoothing import OneEuroSmoother
 
 _LAZY = {
     "ByteTracker": "rtmo.track.bytetrack",
     "OneEuroSmoother": "rtmo.track.smoothing",
-    "TrackingSession": "rtmo.track.session",
+    "TrackingPipeline": "rtmo.track.pipeline",
 }
 
 

@@ -14,11 +14,11 @@ from rtmo.track.smoothing import OneEuroSmoother
 from rtmo.video import DEFAULT_FPS
 
 
-class TrackingSession:
+class TrackingPipeline:
     """Ids (and smoothed keypoints) for the people of consecutive frames.
 
     Each video or webcam starts with no track (its people get new ids; ids never repeat within a
-    session); images and in-memory frames continue the tracks of the frames before them, as the
+    pipeline); images and in-memory frames continue the tracks of the frames before them, as the
     frames of one sequence. `fps` is the frame rate assumed for smoothing where a source states
     none (images, arrays).
     """
@@ -46,8 +46,8 @@ class TrackingSession:
         smooth_beta: float | None = None,
         fps: float | None = None,
         **tracker_options: Any,
-    ) -> TrackingSession:
-        """A session by names: tracker "bytetrack" (options of `ByteTracker`), smooth None or
+    ) -> TrackingPipeline:
+        """A pipeline by names: tracker "bytetrack" (options of `ByteTracker`), smooth None or
         "one-euro" (min_cutoff and beta of `OneEuroSmoother`, its defaults where None)."""
         if tracker not in TRACKERS:
             raise ValueError(f"tracker must be one of {TRACKERS}, got {tracker!r}")
