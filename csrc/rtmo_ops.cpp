@@ -9,6 +9,20 @@ TORCH_LIBRARY(rtmo, m) {
   m.def(
       "dcc_decode(Tensor query_x, Tensor query_y, Tensor boxes, Tensor priors, int num_bins_x, "
       "int num_bins_y, float padding, float temperature, str mode) -> (Tensor, Tensor)");
+  // RTMO's MLE loss on the DCC heatmaps, fused: nll (N, K), the decoded keypoints (N, K, 2) and
+  // per-row statistics (N, K, 2 axes, [max, sum, P]) for the backward, in float32 (float64 for
+  // float64 queries).
+  m.def(
+      "dcc_mle_loss_forward(Tensor query_x, Tensor query_y, Tensor boxes, Tensor priors, "
+      "Tensor sigmas, Tensor target_keypoints, Tensor areas, int num_bins_x, int num_bins_y, "
+      "float padding, float temperature) -> (Tensor, Tensor, Tensor)");
+  // Its backward: the gradients of sum(grad_nll * nll) w.r.t. query_x, query_y, boxes and sigmas,
+  // each in the dtype of its input, recomputing the encodings and logits from the statistics.
+  m.def(
+      "dcc_mle_loss_backward(Tensor grad_nll, Tensor query_x, Tensor query_y, Tensor boxes, "
+      "Tensor priors, Tensor sigmas, Tensor target_keypoints, Tensor areas, Tensor stats, "
+      "int num_bins_x, int num_bins_y, float padding, float temperature) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   // Greedy NMS with torchvision's batched_nms contract; boxes of different idxs never interact.
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   // Static-shape NMS per image: keep (B, max_det) padded with -1 and num_kept (B,).

@@ -8,12 +8,15 @@ unless the caller passes `trust_checkpoint=True` (which runs the full, unsafe un
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -46,7 +49,10 @@ _POS_ENC_KEY = "head.dcc.pos_enc"
 _SIZE_BY_STEM_WIDTH = {24: "t", 32: "s", 48: "m", 64: "l"}
 _MAX_LISTED_KEYS = 8
 _ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_MAGIC = b"\x80\x02"  # pre-1.6 torch.save files start with a pickle protocol 2 header
+# Legacy (pre-1.6 or _use_new_zipfile_serialization=False) torch.save files are a sequence of
+# pickles, starting with a protocol header: PROTO (0x80) and the protocol, 2 by default.
+_PICKLE_PROTO = 0x80
+_LEGACY_PROTOCOLS = range(2, 6)
 
 
 class CheckpointError(ValueError):
@@ -125,19 +131,21 @@ def load_model(
 def _load(path: Path, trust: bool) -> object:
     if trust:
         return _torch_load(path, weights_only=False)
-    try:
-        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+    with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+        try:
             return _torch_load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not _is_disallowed_global(err):
-            raise CheckpointError(
-                f"{path} is not a PyTorch checkpoint or is corrupt ({_first_line(err)})"
-            ) from None
-        raise CheckpointError(
-            f"{path} contains pickled objects other than tensors and numpy arrays, which could "
-            f"run arbitrary code when loaded ({_first_line(err)}). Pass trust_checkpoint=True "
-            "only if you trust the source of this file."
-        ) from None
+        except pickle.UnpicklingError as err:
+            refused = _refused_globals(path, err)
+            if not refused:
+                raise CheckpointError(
+                    f"{path} is not a PyTorch checkpoint or is corrupt ({_first_line(err)})"
+                ) from None
+    raise CheckpointError(
+        f"{path} contains pickled objects other than tensors and numpy arrays "
+        f"(refused: {', '.join(refused)}), which could run arbitrary code when loaded; nothing "
+        "from the file was run. Pass trust_checkpoint=True (--trust-checkpoint on the command "
+        "line) only if you trust the source of this file."
+    )
 
 
 def _torch_load(path: Path, weights_only: bool) -> object:
@@ -149,7 +157,8 @@ def _torch_load(path: Path, weights_only: bool) -> object:
             f"{path} is truncated or corrupt: it starts like a torch.save zip archive but its "
             "central directory is missing or unreadable"
         )
-    if head != _ZIP_MAGIC and head[:2] != _LEGACY_MAGIC:
+    legacy = len(head) >= 2 and head[0] == _PICKLE_PROTO and head[1] in _LEGACY_PROTOCOLS
+    if head != _ZIP_MAGIC and not legacy:
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a legacy "
             "pickle file)"
@@ -164,12 +173,74 @@ def _torch_load(path: Path, weights_only: bool) -> object:
         ) from None
 
 
-# Phrases of torch's weights-only unpickler when it meets a global outside the allowlist.
-_DISALLOWED_MARKERS = ("Unsupported global", "Can only build", "allowlisted")
+# Pickle opcodes that import a global (a class or function): GLOBAL and INST name it in their
+# argument, STACK_GLOBAL takes module and name from the two strings pushed before it.
+_NAMED_GLOBAL_OPS = ("GLOBAL", "INST")
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+               "BINSTRING", "SHORT_BINSTRING")  # fmt: skip
 
 
-def _is_disallowed_global(err: Exception) -> bool:
-    return any(marker in str(err) for marker in _DISALLOWED_MARKERS)
+def _refused_globals(path: Path, err: Exception) -> list[str]:
+    """The globals of the checkpoint's pickle that torch's weights-only unpickler does not allow,
+    found by reading the pickle's opcodes (nothing is executed); empty for a damaged file. The
+    unpickler itself refuses some globals only by an opaque "Unsupported operand" (protocols 0
+    and 4), so its message alone does not say which ones."""
+    from torch import _weights_only_unpickler as unpickler
+
+    allowed = set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    try:
+        found = _pickled_globals(path)
+    except Exception:  # a damaged pickle: what its opcodes named before the damage is not trusted
+        found = []
+    refused = [name for name in found if name not in allowed]
+    if not refused:  # named by the unpickler only (e.g. a class it may not build)
+        match = re.search(r"GLOBAL (\S+?)[ .]*$|but got <class '([^']+)'>", str(err), re.M)
+        refused = [match.group(1) or match.group(2)] if match else []
+    return refused
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """Every global ("module.name") the checkpoint's object pickle refers to, in order."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rpartition("/")[2] == "data.pkl")
+            return _globals_in_pickles(io.BytesIO(archive.read(name)), count=1)
+    with path.open("rb") as f:  # legacy format: magic, protocol, sys info, then the object
+        return _globals_in_pickles(f, count=4)
+
+
+_GET_OPS = ("GET", "BINGET", "LONG_BINGET")
+_PUT_OPS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def _globals_in_pickles(stream: IO[bytes], count: int) -> list[str]:
+    """The globals named by the next `count` pickles of `stream`, read as opcodes (strings are
+    followed through the memo, for STACK_GLOBAL)."""
+    found: list[str] = []
+    for _ in range(count):
+        strings: list[str] = []  # every string pushed, in order
+        memo: dict[int, str | None] = {}
+        top: str | None = None  # the string on top of the stack, if the top is one
+        for opcode, arg, _pos in pickletools.genops(stream):
+            name = opcode.name
+            if name in _STRING_OPS:
+                top = str(arg)
+                strings.append(top)
+            elif name in _GET_OPS:
+                top = memo.get(int(arg))
+                if top is not None:
+                    strings.append(top)
+            elif name in _PUT_OPS:
+                memo[int(arg)] = top
+            elif name == "MEMOIZE":
+                memo[len(memo)] = top
+            else:
+                if name in _NAMED_GLOBAL_OPS:
+                    found.append(".".join(str(arg).split(" ", 1)))
+                elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                top = None
+    return list(dict.fromkeys(found))
 
 
 def _first_line(err: Exception) -> str:

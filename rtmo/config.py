@@ -13,8 +13,7 @@ on body7 and evaluated on CrowdPose's 14 keypoints). Short names pick the body7 
 from __future__ import annotations
 
 import os
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _BASE_URL = "https://download.openmmlab.com/mmpose/v1/projects/rtmo"
@@ -108,6 +107,28 @@ _SIZE_FACTORS = {"t": (0.33, 0.375), "s": (0.33, 0.5), "m": (0.67, 0.75), "l": (
 
 
 @dataclass(frozen=True)
+class TrainStage:
+    """What one stage of RTMO's training schedule sets in the objective (RTMO.md §1.4, §5).
+
+    The `loss_*` fields are the weights of mmpose's losses of the same names. `overlaps_power`:
+    the classification target of a positive is its OKS to this power. `proxy_target_cc`: the
+    regression branch learns from the detached DCC keypoints (where they are closer to the ground
+    truth) and the classification target becomes the OKS of the DCC keypoints. `use_aux_loss`
+    adds `loss_bbox_aux`, an L1 loss on the raw box outputs.
+    """
+
+    loss_cls: float = 1.0
+    loss_bbox: float = 5.0
+    loss_oks: float = 30.0
+    loss_vis: float = 1.0
+    loss_mle: float = 1.0
+    loss_bbox_aux: float = 1.0
+    overlaps_power: float = 0.5
+    proxy_target_cc: bool = False
+    use_aux_loss: bool = False
+
+
+@dataclass(frozen=True)
 class RTMOConfig:
     """One RTMO variant: architecture, keypoint set, input size and where its weights live.
 
@@ -125,6 +146,45 @@ class RTMOConfig:
     bbox_padding: float = 1.25
     num_bins: tuple[int, int] = (192, 256)  # (x, y)
     dcc_temperature: float = 300.0
+
+    @property
+    def train_stages(self) -> tuple[TrainStage, TrainStage, TrainStage]:
+        """Stages 1, 2, 3 of the official schedule (the configs' values and their mode-switch
+        hooks): 1 before `stage_start_epochs[1]`; 2 after RTMOModeSwitchHook's epoch; 3 the last
+        epochs, when YOLOXPoseModeSwitchHook turns on the auxiliary box loss."""
+        # The MLE weight of the first stage is per model family; the switch sets 5.0 for all.
+        if self.crowdpose:
+            first = TrainStage(loss_mle=1e-3)
+        else:
+            first = TrainStage(loss_mle=1.0 if self.size in ("t", "s") else 1e-2)
+        switched = replace(first, proxy_target_cc=True, loss_mle=5.0, loss_oks=10.0)
+        if self.crowdpose or self.size in ("m", "l"):
+            switched = replace(switched, overlaps_power=1.0, loss_cls=2.0)
+        return first, switched, replace(switched, use_aux_loss=True)
+
+    def train_stage(self, stage: int) -> TrainStage:
+        """The objective's settings in stage 1, 2 or 3 (see `train_stages`)."""
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
+        return self.train_stages[stage - 1]
+
+    @property
+    def max_epochs(self) -> int:
+        return 700 if self.crowdpose else 600
+
+    @property
+    def stage_start_epochs(self) -> tuple[int, int, int]:
+        """First epoch of stages 1, 2, 3: the mode switch at 280 (CrowdPose 350), the auxiliary
+        loss for the last 20 (CrowdPose 30) epochs."""
+        if self.crowdpose:
+            return 0, 350, self.max_epochs - 30
+        return 0, 280, self.max_epochs - 20
+
+    @property
+    def use_keypoints_for_center(self) -> bool:
+        """SimOTA centres a ground truth on the mean of its visible keypoints instead of its box
+        centre (only the t and s configs of COCO and body7 set it)."""
+        return self.size in ("t", "s") and not self.crowdpose
 
     @property
     def deepen(self) -> float:
@@ -247,14 +307,25 @@ def from_name(name: str) -> RTMOConfig:
 def download_checkpoint(name: str, directory: str | os.PathLike | None = None) -> Path:
     """Downloads the official checkpoint of a variant (once) and returns its path.
 
-    The file goes to `directory`, default ``$RTMO_HOME`` or ``~/.cache/rtmo``.
+    The file goes to `directory`, default ``$RTMO_HOME`` or ``~/.cache/rtmo``. A failed download
+    (offline, HTTP error) raises OSError naming the URL and leaves no partial file.
     """
+    import urllib.request  # not at module level: it costs the command line's start-up
+
     cfg = from_name(name)
     root = Path(directory or os.environ.get("RTMO_HOME", Path.home() / ".cache" / "rtmo"))
     path = root / cfg.checkpoint_filename
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
-        urllib.request.urlretrieve(cfg.checkpoint_url, partial)
+        try:
+            urllib.request.urlretrieve(cfg.checkpoint_url, partial)
+        except OSError as err:  # URLError and HTTPError are OSErrors
+            partial.unlink(missing_ok=True)
+            reason = getattr(err, "reason", None) or err
+            raise OSError(
+                f"cannot download the {cfg.name} checkpoint from {cfg.checkpoint_url} ({reason}); "
+                f"download it by other means and pass the file's path"
+            ) from err
         partial.replace(path)
     return path

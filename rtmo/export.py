@@ -24,10 +24,8 @@ progression) as Sin/Cos/MatMul/Softmax, and ScaleNorm's norm is sqrt(sum(x*x)) i
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -302,78 +300,3 @@ def _finish(path: Path, shapes: dict[str, tuple[int, ...]], metadata: tuple) -> 
         entry.key, entry.value = key, str(value)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
-
-
-# ------------------------------------------------------------------------------ `rtmo export`
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of the `rtmo export` subcommand."""
-    parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="official mmpose RTMO checkpoint (.pth)"
-    )
-    parser.add_argument(
-        "--model", default=None, help="variant, e.g. rtmo-s (default: found from the checkpoint)"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument(
-        "--input-size",
-        type=parse_input_size,
-        default=None,
-        help="WxH of the graph input, multiples of 32, e.g. 640x640 or 640 (default: the "
-        "variant's, 416 for rtmo-t, else 640); fixed in the file",
-    )
-    parser.add_argument("--max-det", type=int, default=50, help="people slots per image")
-    parser.add_argument(
-        "--dynamic-batch",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="dynamic batch axis (default); --no-dynamic-batch fixes it to 1",
-    )
-    parser.add_argument("--fp16", action="store_true", help="float16 network weights")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 14)")
-    parser.add_argument("--score-thr", type=float, default=None, help="default 0.1")
-    parser.add_argument("--nms-thr", type=float, default=None, help="default 0.65")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="allow a checkpoint that the safe loader refuses (only for files you trust)",
-    )
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """ "640x480" -> (640, 480); "640" -> (640, 640)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        sizes = []
-    if len(sizes) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected WxH or a single side, got {text!r}")
-    return (sizes[0], sizes[-1])
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`rtmo export`: checkpoint -> ONNX file; prints where it went. Returns the exit status."""
-    import time
-
-    from rtmo.checkpoint import load_model
-
-    model = load_model(args.checkpoint, args.model, trust_checkpoint=args.trust_checkpoint)
-    start = time.perf_counter()
-    path = export_onnx(
-        model,
-        args.out,
-        args.input_size,
-        args.max_det,
-        args.dynamic_batch,
-        args.fp16,
-        args.opset,
-        args.score_thr,
-        args.nms_thr,
-    )
-    print(
-        f"rtmo: {model.config.name} exported to {path} in {time.perf_counter() - start:.1f} s",
-        file=sys.stderr,
-    )
-    return 0

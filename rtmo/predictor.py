@@ -14,7 +14,16 @@ import numpy as np
 import torch
 
 from rtmo.onnx_runtime import OnnxRuntimeModel
-from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, to_bgr_uint8
+from rtmo.options import (
+    NMS_THR,
+    SCORE_THR,
+    check_backend,
+    check_device,
+    check_interval,
+    check_positive_int,
+    default_device,
+)
+from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, pil_to_bgr, to_bgr_uint8
 from rtmo.results import Poses
 from rtmo.sources import read_image
 
@@ -23,6 +32,8 @@ if TYPE_CHECKING:
     from rtmo.track import TrackingPipeline
 
 RUNTIMES = ("torch", "onnxruntime")
+# A PIL.Image.Image is accepted too (converted from its mode to BGR); not named here so that PIL
+# is not imported.
 ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
 DTYPES = {
     "fp32": torch.float32,
@@ -34,20 +45,16 @@ DTYPES = {
 }
 
 
-def default_device() -> str:
-    """The device used when none is given: "cuda" when a GPU is visible, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class RTMO:
     """RTMO multi-person pose estimator.
 
     RTMO.from_checkpoint("rtmo-s_8xb32-600e_coco-640x640-8db55a59_20231211.pth") loads an official
     mmpose checkpoint; RTMO("rtmo-s") builds the model with random weights (for benchmarking).
 
-    Calling it on one image (a path, an HxWxC uint8/uint16 BGR array or a (3, H, W) BGR 0..255
-    tensor) returns `Poses`; a list of images, or a (B, 3, H, W) tensor, returns a list of `Poses`
-    from a single batched forward pass.
+    Calling it on one image (a path, an HxWxC uint8/uint16 BGR array, a PIL image or a (3, H, W)
+    BGR 0..255 tensor) returns `Poses`; a list of images, or a (B, 3, H, W) tensor, returns a list
+    of `Poses` from a single batched forward pass. Arrays and tensors are BGR, as OpenCV reads
+    them; a PIL image is converted from its own mode (RGB, L, RGBA, ...).
 
     Options: score_thr (person score threshold), nms_thr (box IoU above which the lower-scored
     person is dropped), max_det (people per image), dtype ("fp32", or "fp16"/"bf16" on a GPU),
@@ -55,7 +62,10 @@ class RTMO:
     (False runs the post-process in plain PyTorch, as mmpose does, instead of the fused kernels),
     fuse (fold RepVGG branches and BatchNorms for inference; a model passed in is modified in
     place), trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you
-    trust).
+    trust). Every option is checked here: a bad value raises ValueError/TypeError naming it.
+
+    Threads: one RTMO may be called from several threads at once (inference only reads the
+    weights); each call returns its own Poses (tests/test_reliability_concurrency.py).
     """
 
     def __init__(
@@ -78,15 +88,19 @@ class RTMO:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if runtime == "onnxruntime":
             device = device or "cpu"  # onnxruntime takes host arrays, whatever its provider
-        self.device = torch.device(device or default_device())
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device}: no CUDA GPU is visible; use device='cpu'")
+        self.device = torch.device(check_device("device", device or default_device()))
         self.dtype = _resolve_dtype(dtype, self.device)
-        self.backend = backend
-        self.checkpoint = (
-            None if checkpoint is None else str(checkpoint)
-        )  # where the weights came from
-        self.score_thr, self.nms_thr, self.max_det = score_thr, nms_thr, max_det
+        self.backend = (
+            backend if runtime != "torch" else check_backend("backend", backend, self.device.type)
+        )
+        self.checkpoint = None if checkpoint is None else str(checkpoint)  # where weights came from
+        self.score_thr = check_interval("score_thr", score_thr, SCORE_THR)
+        self.nms_thr = check_interval("nms_thr", nms_thr, NMS_THR)
+        self.max_det = check_positive_int("max_det", max_det)
+        if isinstance(model, str):
+            from rtmo.config import from_name
+
+            from_name(model)  # an unknown name fails here, before any warning or loading
         self._tracking: TrackingPipeline | None = None  # what `track(persist=True)` carries over
         self._tracking_settings: tuple | None = None
         if isinstance(model, (torch.nn.Module, OnnxRuntimeModel)):
@@ -136,7 +150,7 @@ class RTMO:
         """Loads an official mmpose RTMO checkpoint (.pth); the variant (e.g. "rtmo-s") is found
         from the file when not given. Options as for `RTMO(...)`."""
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
+            raise FileNotFoundError(_missing_checkpoint_message(path))
         return cls(variant, checkpoint=path, **options)
 
     @classmethod
@@ -180,7 +194,9 @@ class RTMO:
         nms_thr: float | None = None,
         max_det: int | None = None,
     ) -> Poses | list[Poses]:
-        """Poses for one image, or a list of Poses for a list of images or a 4-D tensor."""
+        """Poses for one image, or a list of Poses for a list of images or a 4-D tensor.
+
+        score_thr, nms_thr, max_det: this call's values instead of the predictor's."""
         options = {"score_thr": score_thr, "nms_thr": nms_thr, "max_det": max_det}
         if isinstance(images, (list, tuple)):
             return self.predict(list(images), **options)
@@ -198,6 +214,12 @@ class RTMO:
     ) -> list[Poses]:
         """One batched forward pass over `images` (a list, or a (B, 3, H, W) tensor); one `Poses`
         per image, in order."""
+        score_thr = self.score_thr if score_thr is None else score_thr
+        nms_thr = self.nms_thr if nms_thr is None else nms_thr
+        max_det = self.max_det if max_det is None else max_det
+        score_thr = check_interval("score_thr", score_thr, SCORE_THR)
+        nms_thr = check_interval("nms_thr", nms_thr, NMS_THR)
+        max_det = check_positive_int("max_det", max_det)
         if len(images) == 0:
             return []
         start = time.perf_counter()
@@ -206,11 +228,7 @@ class RTMO:
         preprocessed = time.perf_counter()
         with torch.inference_mode():
             outputs = self.model.predict(
-                batch,
-                score_thr=self.score_thr if score_thr is None else score_thr,
-                nms_thr=self.nms_thr if nms_thr is None else nms_thr,
-                max_det=self.max_det if max_det is None else max_det,
-                backend=self.backend,
+                batch, score_thr=score_thr, nms_thr=nms_thr, max_det=max_det, backend=self.backend
             )
         self._sync()
         inferred = time.perf_counter()
@@ -375,8 +393,27 @@ def _load(image: ImageInput, index: int) -> np.ndarray:
         return read_image(image)
     if isinstance(image, np.ndarray):
         return to_bgr_uint8(image)
+    bgr = pil_to_bgr(image)
+    if bgr is not None:
+        return bgr
     raise TypeError(
-        f"images[{index}]: expected a path, a numpy image or a tensor, got {type(image).__name__}"
+        f"images[{index}]: expected a path, a numpy image, a PIL image or a tensor, "
+        f"got {type(image).__name__}"
+    )
+
+
+def _missing_checkpoint_message(path: str | os.PathLike) -> str:
+    """Why `path` cannot be loaded as a checkpoint; a model name is told how to get its file."""
+    from rtmo.config import from_name
+
+    try:
+        config = from_name(str(path))
+    except ValueError:
+        return f"{path}: no such checkpoint file"
+    return (
+        f"{str(path)!r} is a model name, not a checkpoint file: RTMO.from_checkpoint needs the "
+        f".pth file. Get it with rtmo.config.download_checkpoint({str(path)!r}) (it downloads "
+        f"{config.checkpoint_url}), or use RTMO({str(path)!r}) for random weights"
     )
 
 

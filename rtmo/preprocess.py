@@ -14,6 +14,7 @@ differ from `cv2.warpAffine`, by one grey level (tests/test_preprocess.py).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -123,6 +124,18 @@ def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     raise ValueError(
         f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}"
     )
+
+
+def pil_to_bgr(image: object) -> np.ndarray | None:
+    """A PIL image as HxWx3 BGR uint8 (converted from its mode: RGB, L, RGBA, P, 16-bit, ...), or
+    None when `image` is not a PIL image. PIL is not imported: an object can only be a PIL image
+    if PIL.Image is loaded already."""
+    pil = sys.modules.get("PIL.Image")
+    if pil is None or not isinstance(image, pil.Image):
+        return None
+    if image.mode.startswith("I;16"):  # 16-bit grey: scaled like 16-bit arrays, not clipped
+        return to_bgr_uint8(np.asarray(image).astype(np.uint16))
+    return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
 
 
 def letterbox_image(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:

@@ -182,12 +182,42 @@ class Poses:
         """`to_dict()` as a JSON string; keyword arguments go to `json.dumps`."""
         return json.dumps(self.to_dict(), **kwargs)
 
-    def plot(self, image: np.ndarray, kpt_thr: float = 0.3, **style: Any) -> np.ndarray:
-        """A copy of the BGR image (H, W, 3) with boxes, scores, keypoints and limbs drawn.
+    def plot(self, image: Any, kpt_thr: float = 0.3, *, rgb: bool = False, **style: Any) -> Any:
+        """A copy of `image` with boxes, scores, keypoints and limbs drawn, in the image's form.
 
+        image: the image the poses were found in, as
+          - a path: read with OpenCV; returns a BGR uint8 array;
+          - a numpy array (H, W[, C]) uint8/uint16, BGR as OpenCV gives it; with `rgb=True` an RGB
+            array (PIL, matplotlib, imageio), and the result is RGB too;
+          - a PIL image: returns a PIL image (RGB).
         Keypoints with a score below `kpt_thr` and limbs touching them are not drawn. `style`
         goes to `rtmo.visualize.draw_poses` (e.g. `draw_boxes=False`).
         """
+        import os
+        import sys
+
+        import cv2
+
+        from rtmo.preprocess import pil_to_bgr
+        from rtmo.sources import read_image
         from rtmo.visualize import draw_poses
 
+        if isinstance(image, (str, os.PathLike)):
+            return draw_poses(read_image(image), self, kpt_thr=kpt_thr, **style)
+        bgr = pil_to_bgr(image)
+        if bgr is not None:
+            drawn = draw_poses(bgr, self, kpt_thr=kpt_thr, **style)
+            pil = sys.modules["PIL.Image"]  # loaded: `image` is one of its images
+            return pil.fromarray(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB))
+        if rgb:
+            drawn = draw_poses(_rgb_to_bgr(image), self, kpt_thr=kpt_thr, **style)
+            return cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB)
         return draw_poses(image, self, kpt_thr=kpt_thr, **style)
+
+
+def _rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    """An RGB(A) or grey array with its colour channels swapped to BGR(A) (grey stays grey)."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return np.concatenate([array[:, :, 2::-1], array[:, :, 3:]], axis=2)
+    return array

@@ -1,18 +1,26 @@
 """What a user can point the predictor at: an image, a folder of images, a video, a webcam, a glob
 pattern or a list of these; and the errors for what it cannot use, each naming the path and the
-problem."""
+problem. Output files and folders that are complete or absent.
+
+OpenCV's own log lines ("[ WARN:0@0.01] ... can't open camera by index") are switched off while it
+opens or decodes something whose failure is reported here, so the user reads one message: ours.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import os
+import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from rtmo.image_header import claimed_size
 
 IMAGE_EXTENSIONS = frozenset(
     {".bmp", ".jpeg", ".jpg", ".jp2", ".png", ".pbm", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
@@ -28,6 +36,49 @@ class SourceError(Exception):
 
 class ImageReadError(SourceError):
     """An image file exists but cannot be decoded."""
+
+
+# Images claiming more pixels than this are refused before decoding (a 16384 x 16384 image; 805 MB
+# as BGR): a few hundred bytes can claim 50000 x 50000 pixels and 7.5 GB. Raise it for larger
+# images; OpenCV keeps its own limit of 2^30 pixels above it.
+MAX_IMAGE_PIXELS = 1 << 28
+
+# Enough bytes for every header `claimed_size` reads (JPEG puts EXIF, up to 64 KB, before it).
+_HEADER_BYTES = 1 << 17
+
+
+def check_image_size(path: str | os.PathLike, header: bytes) -> None:
+    """Raises ImageReadError when the image's header claims more than MAX_IMAGE_PIXELS pixels."""
+    size = claimed_size(header)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageReadError(
+            f"{path}: the image claims {size[0]}x{size[1]} pixels, more than the limit of "
+            f"{MAX_IMAGE_PIXELS} (rtmo.sources.MAX_IMAGE_PIXELS); refused before decoding"
+        )
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_loud_level = 0
+
+
+@contextlib.contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """OpenCV's logging silenced inside the block (nested and threaded uses restore the level the
+    first one found once the last one ends)."""
+    global _quiet_depth, _loud_level
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _loud_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                cv2.utils.logging.setLogLevel(_loud_level)
 
 
 @dataclass(frozen=True)
@@ -132,16 +183,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    check_image_size(path, data[:_HEADER_BYTES].tobytes())
+    with opencv_quiet():
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise ImageReadError(f"{path}: cannot decode image (corrupt or not an image)")
     return image
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
+def atomic_output(path: Path, keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write to; renames it to `path` when the block ends
-    without error and deletes it otherwise, so `path` is either complete or absent.
+    without error and deletes it otherwise, so `path` is either complete or absent. An exception
+    of a type in `keep_on` (e.g. KeyboardInterrupt, for a writer that keeps what it completed)
+    renames what was written into place before it propagates.
 
     The temporary name keeps the suffix, which OpenCV uses to choose the file format.
     """
@@ -149,6 +204,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         yield tmp
+    except keep_on:
+        if tmp.exists():
+            os.replace(tmp, path)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -164,3 +223,22 @@ def write_image(path: Path, image: np.ndarray) -> None:
         if not ok:
             raise OSError(f"{path}: cannot encode image as {path.suffix}")
         encoded.tofile(tmp)
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[Path]:
+    """Creates the folder `path` (and missing parents) and checks that files can be written in it;
+    the folders it created are removed again at the end if they are still empty, so a run that
+    fails before writing anything leaves nothing behind. OSError names the problem."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a folder")
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        yield path
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -1,5 +1,10 @@
 """Video in and out: frames in order with unreadable ones reported, and an output file that is
-complete or absent."""
+complete or absent.
+
+FFmpeg (inside OpenCV) prints its own errors ("moov atom not found") unless told otherwise before
+its first use in the process; importing this module sets OPENCV_FFMPEG_LOGLEVEL to quiet unless
+the environment already sets it, since every failure to open or decode is reported here.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from rtmo.sources import SourceError, atomic_output
+from rtmo.sources import SourceError, atomic_output, opencv_quiet
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 # A failed read inside a file is retried on the next frame this many times in a row before the
 # stream is taken to have ended: a damaged stretch of a file is skipped, a dead camera stops.
@@ -103,7 +110,8 @@ class VideoReader:
 
     def __init__(self, source: str | Path | int) -> None:
         self.name = str(source)
-        self._capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        with opencv_quiet():
+            self._capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
         if not self._capture.isOpened():
             kind = "camera" if isinstance(source, int) else "video"
             raise SourceError(f"{self.name}: cannot open {kind}")
@@ -154,23 +162,10 @@ class VideoReader:
         self._capture.release()
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silences what C code prints to stderr (FFmpeg and OpenCV report a missing encoder there)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @functools.cache
 def h264_available() -> bool:
     """Whether this OpenCV can write H.264 ("avc1") video: a one-frame file is tried."""
-    with tempfile.TemporaryDirectory() as tmp, _quiet_stderr():
+    with tempfile.TemporaryDirectory() as tmp, opencv_quiet():
         path = Path(tmp) / "probe.mp4"
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"avc1"), 25.0, (64, 64))
         opened = writer.isOpened()
@@ -198,15 +193,19 @@ def describe_codec(fourcc: str) -> str:
 
 
 @contextlib.contextmanager
-def video_writer(path: Path, fps: float) -> Iterator[FrameWriter]:
-    """A writer whose file appears at `path` only when the block completes; on an error or an
-    interrupt the partial file is deleted."""
-    with atomic_output(path) as tmp:
+def video_writer(path: Path, fps: float, keep_on_interrupt: bool = False) -> Iterator[FrameWriter]:
+    """A writer whose file appears at `path` only when the block completes; on an error the partial
+    file is deleted. On an interrupt (KeyboardInterrupt) it is deleted too, unless
+    `keep_on_interrupt`: then the frames written so far (each one whole) are kept as the video."""
+    keep_on = (KeyboardInterrupt,) if keep_on_interrupt else ()
+    with atomic_output(path, keep_on) as tmp:
         writer = FrameWriter(tmp, fps)
         try:
             yield writer
         finally:
-            writer.close()
+            writer.close()  # finishes the container (an mp4's index), so the frames are playable
+            if writer.frames_written == 0:
+                tmp.unlink(missing_ok=True)
         if writer.frames_written == 0:
             raise SourceError(f"{path}: no frame to write")
 

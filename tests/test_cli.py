@@ -14,6 +14,7 @@ from test_predictor import ContentModel, content_image
 from test_video import damage_frame, write_avi
 
 from rtmo import cli
+from rtmo.commands import predict
 from rtmo.predictor import RTMO
 
 
@@ -26,7 +27,7 @@ def fake_predictor(monkeypatch):
         built.append(args)
         return RTMO(ContentModel(), device="cpu", score_thr=args.score_thr)
 
-    monkeypatch.setattr(cli, "_build_predictor", build)
+    monkeypatch.setattr(predict, "build_predictor", build)
     return built
 
 
@@ -100,7 +101,7 @@ def test_video_keeps_frame_order_and_reports_damaged_frames(tmp_path, fake_predi
     assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mp4"]
 
 
-def test_interrupted_video_leaves_no_output(tmp_path, fake_predictor, monkeypatch, capsys):
+def test_interrupted_video_keeps_the_frames_done(tmp_path, fake_predictor, monkeypatch, capsys):
     video = write_avi(tmp_path / "clip.avi", 6)
     calls = []
 
@@ -126,8 +127,13 @@ def test_interrupted_video_leaves_no_output(tmp_path, fake_predictor, monkeypatc
         ]
     )
     assert status == cli.EXIT_INTERRUPTED
-    assert "interrupted" in capsys.readouterr().err
-    assert list(out.iterdir()) == []
+    assert "interrupted (SIGINT)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mp4"]
+    records = read_jsonl(out / "clip.jsonl")
+    assert [r.get("frame") for r in records[:-1]] == [0, 1]
+    assert records[-1] == {"incomplete": True, "reason": "interrupted by SIGINT"}
+    written = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
 
 
 class FakeCamera:
@@ -219,7 +225,7 @@ def test_output_folder_may_not_be_the_source_folder(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "a.png"), content_image(8, 8))
     status = cli.main(["predict", str(tmp_path), "--random-weights", "--out", str(tmp_path)])
     assert status == cli.EXIT_USAGE
-    assert "is the source folder" in capsys.readouterr().err
+    assert "would overwrite the input" in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -11,13 +11,14 @@ from test_predictor import ContentModel, content_image
 from test_stream import ColourModel, crossing_frame, crossing_video
 
 from rtmo import cli
+from rtmo.commands import predict
 from rtmo.predictor import RTMO
 
 
 @pytest.fixture
 def colour_predictor(monkeypatch):
     """predict runs ColourModel (one person per colour), whatever the weights options say."""
-    monkeypatch.setattr(cli, "_build_predictor", lambda args: RTMO(ColourModel(), device="cpu"))
+    monkeypatch.setattr(predict, "build_predictor", lambda args: RTMO(ColourModel(), device="cpu"))
 
 
 def read_jsonl(path):
@@ -98,7 +99,7 @@ def test_tracking_options_are_checked(tmp_path, capsys, options, message):
 def test_a_pattern_matching_nothing_and_a_dead_camera_exit_2(tmp_path, monkeypatch, capsys):
     built = []
     monkeypatch.setattr(
-        cli, "_build_predictor", lambda args: built.append(1) or RTMO(ContentModel())
+        predict, "build_predictor", lambda args: built.append(1) or RTMO(ContentModel())
     )
     status = cli.main(["predict", str(tmp_path / "*.jpg"), "--random-weights"])
     assert status == cli.EXIT_USAGE
@@ -109,6 +110,7 @@ def test_a_pattern_matching_nothing_and_a_dead_camera_exit_2(tmp_path, monkeypat
     assert status == cli.EXIT_USAGE
     assert "99: cannot open camera" in err
     assert "Traceback" not in err
+    assert built == []  # the camera is opened before the model loads
 
 
 def test_show_without_a_display_is_skipped(tmp_path, colour_predictor, monkeypatch, capsys):

@@ -59,3 +59,42 @@ def test_channel_counts_follow_the_spec_table(name, channels, pose):
     assert cfg.backbone_channels == channels
     assert cfg.pose_channels == pose
     assert cfg.pose_vec_channels == 2 * cfg.head_channels == 2 * channels[0]
+
+
+# From the official configs and their mode-switch hooks (RTMO.md §1.4, §5): the first stage's
+# MLE weight, and whether the switch also sets overlaps_power 1.0 and loss_cls 2.0.
+_TRAINING = {
+    "rtmo-t-body7": (1.0, False, True, 280, 600),
+    "rtmo-s-body7": (1.0, False, True, 280, 600),
+    "rtmo-s-coco": (1.0, False, True, 280, 600),
+    "rtmo-m-body7": (1e-2, True, False, 280, 600),
+    "rtmo-m-coco": (1e-2, True, False, 280, 600),
+    "rtmo-l-body7": (1e-2, True, False, 280, 600),
+    "rtmo-l-coco": (1e-2, True, False, 280, 600),
+    "rtmo-s-crowdpose": (1e-3, True, False, 350, 700),
+    "rtmo-m-crowdpose": (1e-3, True, False, 350, 700),
+    "rtmo-l-crowdpose": (1e-3, True, False, 350, 700),
+    "rtmo-l-body7-crowdpose": (1e-3, True, False, 350, 700),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_training_stages_follow_the_official_configs(name):
+    mle, switches_cls, keypoint_centres, switch_epoch, epochs = _TRAINING[name]
+    cfg = from_name(name)
+    first, second, third = (cfg.train_stage(s) for s in (1, 2, 3))
+    assert (first.loss_cls, first.loss_bbox, first.loss_oks, first.loss_vis) == (1, 5, 30, 1)
+    assert (first.loss_mle, first.overlaps_power) == (mle, 0.5)
+    assert not first.proxy_target_cc
+    assert not first.use_aux_loss
+    assert (second.loss_mle, second.loss_oks, second.proxy_target_cc) == (5.0, 10.0, True)
+    assert (second.overlaps_power, second.loss_cls) == ((1.0, 2.0) if switches_cls else (0.5, 1))
+    assert not second.use_aux_loss
+    assert third.use_aux_loss
+    assert third.loss_bbox_aux == 1.0
+    assert third == type(third)(**{**vars(second), "use_aux_loss": True})
+    assert cfg.use_keypoints_for_center == keypoint_centres
+    assert cfg.max_epochs == epochs
+    assert cfg.stage_start_epochs == (0, switch_epoch, epochs - (30 if cfg.crowdpose else 20))
+    with pytest.raises(ValueError, match="stage must be 1, 2 or 3"):
+        cfg.train_stage(0)

@@ -194,11 +194,11 @@ def test_export_command(tmp_path, capsys):
 
     from checkpoints import write_published_checkpoint
 
-    from rtmo.export import add_cli_arguments, run_cli
+    from rtmo.commands.export import add_arguments, run
 
     checkpoint = write_published_checkpoint(random_model("rtmo-t"), tmp_path / "t.pth")
     parser = argparse.ArgumentParser()
-    add_cli_arguments(parser)
+    add_arguments(parser)
     out = tmp_path / "out" / "t.onnx"
     args = parser.parse_args(
         [
@@ -206,7 +206,7 @@ def test_export_command(tmp_path, capsys):
             *("--max-det", "7", "--no-dynamic-batch"),
         ]
     )
-    assert run_cli(args) == 0
+    assert run(args) == 0
     assert f"rtmo-t-body7 exported to {out}" in capsys.readouterr().err
     runner = OnnxRuntimeModel(out)
     assert (runner.input_size, runner.max_det, runner.config.name) == ((96, 64), 7, "rtmo-t-body7")
@@ -218,7 +218,7 @@ def test_export_command(tmp_path, capsys):
     ("text", "size"), [("640x480", (640, 480)), ("416", (416, 416)), ("320,256", (320, 256))]
 )
 def test_input_size_argument(text, size):
-    from rtmo.export import parse_input_size
+    from rtmo.commands.export import parse_input_size
 
     assert parse_input_size(text) == size
 
@@ -227,7 +227,7 @@ def test_input_size_argument(text, size):
 def test_bad_input_size_argument(text):
     import argparse
 
-    from rtmo.export import parse_input_size
+    from rtmo.commands.export import parse_input_size
 
     with pytest.raises(argparse.ArgumentTypeError, match="expected WxH or a single side"):
         parse_input_size(text)

@@ -160,7 +160,8 @@ def test_bad_inputs_are_named(predictor, tmp_path):
     corrupt.write_bytes(b"\xff\xd8 definitely not a jpeg")
     with pytest.raises(ImageReadError, match=r"corrupt\.jpg: cannot decode image"):
         predictor(corrupt)
-    with pytest.raises(TypeError, match=r"images\[0\]: expected a path, a numpy image or a tensor"):
+    expected = r"images\[0\]: expected a path, a numpy image, a PIL image or a tensor"
+    with pytest.raises(TypeError, match=expected):
         predictor(42)
     with pytest.raises(TypeError, match="uint8 or uint16, got float64"):
         predictor(np.zeros((8, 8, 3)))

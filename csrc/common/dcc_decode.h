@@ -124,6 +124,7 @@ RTMO_HD void encode_from_anchor(double anchor_cos, double anchor_sin, const T& c
 // 0.347^8 / 8! = 5e-9 relative); n is rounded by adding 1.5 * 2^23, which leaves it in the low
 // mantissa bits of `shifted`, and `pow2(shifted)` turns those bits into 2^n. Below -87 the result
 // would be subnormal: 0 is returned (< 1e-37 of the softmax peak), also for -inf (masked bins).
+// NaN stays NaN: a NaN logit poisons its softmax (the NaN policy of softmax_finish).
 constexpr float kExpLowest = -87.0f;
 constexpr float kExpRoundMagic = 12582912.0f;  // 1.5 * 2^23
 constexpr int32_t kExpRoundMagicBits = 0x4B400000;
@@ -135,7 +136,7 @@ RTMO_HD T exp_nonpositive_impl(T x, Pow2 pow2) {
   const float kLn2Lo = 1.42860682030941723212e-6f;
   const T zero{};
   const T lowest = zero + kExpLowest;
-  const auto underflow = !(x >= lowest);
+  const auto underflow = x < lowest;
   x = underflow ? lowest : x;
   const T shifted = x * kLog2e + kExpRoundMagic;
   const T n = shifted - kExpRoundMagic;
@@ -229,8 +230,14 @@ struct AxisResult {
   float confidence;
 };
 
+// Largest finite float: a sum of exponentials above it (inf) or failing the comparison (NaN) means
+// a logit was NaN or +inf, or all were -inf.
+constexpr float kFloatMax = 3.40282347e+38f;
+
 // The coordinate (expectation over the bins, or the bin of the first maximum) and the peak
-// probability e^0 / sum.
+// probability e^0 / sum. NaN policy (rtmo_kernels.ops.dcc_decode): when the softmax is undefined
+// (a NaN or +inf logit, or only -inf ones) or the coordinate is beyond the float32 range, both are
+// NaN, in either mode.
 RTMO_HD AxisResult softmax_finish(const SoftmaxState<float>& st, const AxisGeometry& g,
                                   bool argmax) {
   AxisResult out;
@@ -238,6 +245,9 @@ RTMO_HD AxisResult softmax_finish(const SoftmaxState<float>& st, const AxisGeome
                               : static_cast<double>(st.weighted_index) / st.sum;
   out.coordinate = static_cast<float>(bin_position(g, index));
   out.confidence = 1.0f / st.sum;
+  const bool defined = st.sum <= kFloatMax && st.max <= kFloatMax &&
+                       out.coordinate <= kFloatMax && out.coordinate >= -kFloatMax;
+  if (!defined) out.coordinate = out.confidence = NAN;
   return out;
 }
 

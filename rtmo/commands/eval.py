@@ -16,7 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rtmo.commands import (
+    add_checkpoint_arguments,
+    device_name,
+    in_interval,
+    positive_int,
+    variant_name,
+)
 from rtmo.config import MMPOSE_EVAL_SETTINGS, SCORE_MODES
+from rtmo.options import KPT_THR, NMS_THR, SCORE_THR
 
 DEFAULT_BATCH = 8
 # Options that only mean something when a model runs (their defaults are None: "not given").
@@ -29,11 +37,9 @@ _TORCH_ONLY = ("dtype", "backend")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `rtmo eval`."""
-    from rtmo.cli import _positive_int  # here: rtmo.cli imports this module
-
     mmpose = MMPOSE_EVAL_SETTINGS
     what = parser.add_argument_group("what to evaluate (one of)")
-    what.add_argument("--checkpoint", type=Path, help="official mmpose RTMO checkpoint (.pth)")
+    add_checkpoint_arguments(what)
     what.add_argument("--onnx", type=Path, help="an exported .onnx file, run by onnxruntime")
     what.add_argument(
         "--random-weights",
@@ -45,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--model",
+        type=variant_name,
         default=None,
         help="variant, e.g. rtmo-s, rtmo-l-crowdpose (default: found from the checkpoint or the "
         "ONNX file; rtmo-s with --random-weights)",
@@ -55,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--images", type=Path, help="folder of the annotated images")
     run = parser.add_argument_group("running the model")
-    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    run.add_argument(
+        "--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda if any)"
+    )
     run.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default fp32")
     run.add_argument("--backend", default=None, help="kernel backend (see `rtmo info`; auto)")
     run.add_argument(
@@ -64,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="post-process in plain PyTorch as mmpose does, without the fused kernels",
     )
     run.add_argument(
-        "--batch-size", type=_positive_int, default=None, help=f"default {DEFAULT_BATCH}"
+        "--batch-size", type=positive_int, default=None, help=f"default {DEFAULT_BATCH}"
     )
     settings = parser.add_argument_group("settings (defaults: mmpose's evaluation of RTMO)")
     settings.add_argument(
@@ -76,45 +85,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     settings.add_argument(
         "--keypoint-score-thr",
-        type=_fraction,
+        type=in_interval(KPT_THR),
         default=None,
         help=f"for --score-mode bbox_keypoint (default {mmpose['keypoint_score_thr']})",
     )
     settings.add_argument(
         "--score-thr",
-        type=_fraction,
+        type=in_interval(SCORE_THR),
         default=None,
         help=f"person score threshold (default {mmpose['score_thr']})",
     )
     settings.add_argument(
         "--nms-thr",
-        type=_iou,
+        type=in_interval(NMS_THR),
         default=None,
         help=f"box IoU above which NMS drops a person (default {mmpose['nms_thr']})",
     )
     settings.add_argument(
         "--max-det",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="people kept per image (default: every NMS survivor, as mmpose)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="folder for metrics.json and results.json"
     )
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def _iou(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,7 +232,9 @@ def _build_predictor(args: argparse.Namespace) -> Any:
     options = {"device": str(device), "dtype": dtype, "backend": backend}
     options["use_kernels"] = not args.no_kernels
     if args.checkpoint is not None:
-        return RTMO.from_checkpoint(args.checkpoint, args.model, **options)
+        return RTMO.from_checkpoint(
+            args.checkpoint, args.model, trust_checkpoint=args.trust_checkpoint, **options
+        )
     variant = args.model or "rtmo-s"
     print(f"rtmo: note: {variant} with random weights; its AP is meaningless", file=sys.stderr)
     with warnings.catch_warnings():

@@ -30,6 +30,21 @@ class DenseOutputs(NamedTuple):
     strides: Tensor
 
 
+class TrainOutputs(NamedTuple):
+    """What training needs of the head, for every prior (layout of `DenseOutputs`): the raw
+    outputs plus the proxy keypoint regression `kpt_offsets` (B, N, K, 2), (x, y) offsets from
+    the prior in stride units, which only serves the assignment and `loss_oks`.
+    """
+
+    cls_logits: Tensor
+    bbox_preds: Tensor
+    kpt_offsets: Tensor
+    kpt_vis_logits: Tensor
+    pose_vecs: Tensor
+    priors: Tensor
+    strides: Tensor
+
+
 class RTMOHeadModule(nn.Module):
     """The convolutional part of the head; nothing is shared between levels."""
 
@@ -49,19 +64,34 @@ class RTMOHeadModule(nn.Module):
             for _ in levels
         )
         self.out_bbox = nn.ModuleList(nn.Conv2d(c_pose, 4, 1) for _ in levels)
-        # The proxy keypoint regression only serves training's assignment; never run here.
+        # The proxy keypoint regression only serves training (forward_level_train).
         self.out_kpt_reg = nn.ModuleList(nn.Conv2d(c_pose, 2 * k, 1) for _ in levels)
         self.out_kpt_vis = nn.ModuleList(nn.Conv2d(c_pose, k, 1) for _ in levels)
         self.out_pose = nn.ModuleList(nn.Conv2d(c_pose, cfg.pose_vec_channels, 1) for _ in levels)
 
+    def branch_features(self, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Level i's map (B, 2*c_in, h, w) -> (cls features, pose features)."""
+        cls_feat, reg_feat = x.chunk(2, dim=1)
+        return self.conv_cls[i](cls_feat), self.conv_pose[i](reg_feat)
+
     def forward_level(self, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Level i's map (B, 2*c_in, h, w) -> cls (B,1,h,w), bbox (B,4,h,w), vis, pose_vec."""
-        cls_feat, reg_feat = x.chunk(2, dim=1)
-        cls_feat = self.conv_cls[i](cls_feat)
-        reg_feat = self.conv_pose[i](reg_feat)
+        cls_feat, reg_feat = self.branch_features(i, x)
         return (
             self.out_cls[i](cls_feat),
             self.out_bbox[i](reg_feat),
+            self.out_kpt_vis[i](reg_feat),
+            self.out_pose[i](reg_feat),
+        )
+
+    def forward_level_train(self, i: int, x: Tensor) -> tuple[Tensor, ...]:
+        """`forward_level` plus the proxy regression: cls, bbox, kpt_offsets (B,2K,h,w), vis,
+        pose_vec."""
+        cls_feat, reg_feat = self.branch_features(i, x)
+        return (
+            self.out_cls[i](cls_feat),
+            self.out_bbox[i](reg_feat),
+            self.out_kpt_reg[i](reg_feat),
             self.out_kpt_vis[i](reg_feat),
             self.out_pose[i](reg_feat),
         )
@@ -111,9 +141,22 @@ class RTMOHead(nn.Module):
         priors, strides = grid_priors([tuple(f.shape[-2:]) for f in feats], feats[0].device)
         return DenseOutputs(cls[..., 0], bbox, vis, pose, priors, strides)
 
+    def forward_train(self, feats: list[Tensor]) -> TrainOutputs:
+        """The outputs training needs, whatever the module mode (BatchNorm follows the mode)."""
+        levels = [self.head_module.forward_level_train(i, f) for i, f in enumerate(feats)]
+        cls, bbox, offsets, vis, pose = (_flatten(list(maps)) for maps in zip(*levels, strict=True))
+        priors, strides = grid_priors([tuple(f.shape[-2:]) for f in feats], feats[0].device)
+        offsets = offsets.unflatten(-1, (-1, 2))
+        return TrainOutputs(cls[..., 0], bbox, offsets, vis, pose, priors, strides)
+
 
 def decode_boxes(bbox_preds: Tensor, priors: Tensor, strides: Tensor) -> Tensor:
     """(B, N, 4) raw (dx, dy, log w, log h) -> xyxy pixels: centre prior + d*s, size exp(.)*s."""
     centre = bbox_preds[..., :2] * strides[:, None] + priors
     half = bbox_preds[..., 2:].exp() * strides[:, None] / 2
     return torch.cat([centre - half, centre + half], dim=-1)
+
+
+def decode_keypoint_offsets(offsets: Tensor, priors: Tensor, strides: Tensor) -> Tensor:
+    """(B, N, K, 2) proxy offsets in stride units -> keypoints in pixels: offset * s + prior."""
+    return offsets * strides[:, None, None] + priors[:, None, :]

@@ -34,6 +34,38 @@ class RTMOModel(nn.Module):
         """images (B, 3, H, W) BGR 0..255, H and W multiples of 32 -> raw dense head outputs."""
         return self.head(self.neck(self.backbone(images)))
 
+    def loss(
+        self,
+        images: Tensor,
+        targets: list[dict[str, Tensor]],
+        stage: int = 1,
+        backend: str = "auto",
+    ) -> dict[str, Tensor]:
+        """RTMO's training losses on a batch, equal to mmpose 1.3.2's `RTMOHead.loss`.
+
+        images (B, 3, H, W) float BGR 0..255 as `predict` takes them; targets: one dict per
+        image of float tensors in model-input pixels, "boxes" (n, 4) xyxy, "keypoints"
+        (n, K, 2), "keypoints_visible" (n, K) in 0..1 and optionally "areas" (n,) (default the
+        box area), "keypoints_visible_weights" (n, K), "invalid_mask" (H, W); n = 0 is valid
+        (see `rtmo.train.targets`). `stage` 1, 2 or 3 of RTMO's schedule picks the variant's
+        `config.train_stage(stage)`. `backend` is the MLE kernel's (`rtmo_kernels.dcc_mle_loss`).
+
+        Returns the weighted scalar losses "loss_cls", "loss_bbox", "loss_oks", "loss_vis",
+        "loss_mle" and, in stage 3, "loss_bbox_aux"; their sum is the training objective. The
+        head computes what training needs whatever the module mode; BatchNorm follows the mode.
+        """
+        # Imported here: rtmo.train builds on rtmo.model's modules, which import this file.
+        from rtmo.train.objective import rtmo_losses
+        from rtmo.train.targets import check_targets
+
+        _check_images(images)
+        train_stage = self.config.train_stage(stage)
+        truth = check_targets(targets, images, self.config.num_keypoints)
+        if self.head.dcc.query_weight is not None:
+            raise RuntimeError("a reparameterize()d model cannot be trained: load it again")
+        outputs = self.head.forward_train(self.neck(self.backbone(images)))
+        return rtmo_losses(outputs, truth, self.head.dcc, train_stage, self.config, backend)
+
     @torch.no_grad()
     def predict_padded(
         self,

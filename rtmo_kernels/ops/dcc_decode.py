@@ -79,6 +79,15 @@ def dcc_decode(
     Returns:
         keypoints (Tensor[N, K, 2]) float32 (x, y) in pixels, and confidence (Tensor[N, K, 2])
         float32: the peak softmax probability along x and along y.
+
+    NaN policy, the same on every backend: the coordinate and the confidence of a keypoint along
+    an axis are both NaN when its softmax is undefined (a NaN or +inf logit, or only -inf ones),
+    which a NaN or infinite value in its query row or in the box or prior coordinates of that
+    axis always causes, and when the coordinate lies beyond the float32 range. Outputs are never
+    infinite. Finite inputs with boxes and priors within +-1e30 px and |query|_1 <= 1e30 (logits
+    that cannot overflow float32) give finite outputs: confidence in (0, 1], the coordinate
+    between the first and the last bin. Past +-1e15 px the bins' phases are float64 rounding
+    noise and the backends' finite results differ (tests/test_fuzz_kernels.py).
     """
     _validate(query_x, query_y, boxes, priors, num_bins, mode)
     chosen = _resolve(backend, query_x.device)

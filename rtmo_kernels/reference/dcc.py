@@ -18,9 +18,9 @@ from torch import nn
 
 MODES = ("expectation", "argmax")
 # mmpose's `_apply_softmax` clamps the logits to this range before the exponential.
-_LOGIT_CLAMP = 5e4
+LOGIT_CLAMP = 5e4
 # ... and adds this to the denominator.
-_SOFTMAX_EPS = 1e-8
+SOFTMAX_EPS = 1e-8
 
 
 def bin_positions(
@@ -43,7 +43,7 @@ def sinusoidal_encoding(relative: torch.Tensor, dim: int, temperature: float) ->
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
-def _axis_bins(
+def axis_bins(
     boxes: torch.Tensor, priors: torch.Tensor, axis: int, num_bins: int, padding: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(bins (N, B), bins relative to the prior (N, B)) of axis 0 (x) or 1 (y)."""
@@ -85,27 +85,31 @@ def dcc_decode(
         boxes (Tensor[N, 4]): xyxy boxes in pixels. priors (Tensor[N, 2]): prior points (x, y).
     Returns:
         keypoints (Tensor[N, K, 2]) and confidence (Tensor[N, K, 2]): the peak softmax probability
-        per axis, both in the queries' dtype.
+        per axis, both in the queries' dtype. Both are NaN where the softmax is undefined (a NaN
+        or +inf logit, or all logits -inf) or the coordinate is not finite, in either mode: the
+        op's NaN policy.
     """
     _check_mode(mode)
     dtype = query_x.dtype
     boxes, priors = boxes.to(dtype), priors.to(dtype)
     coords, confidences = [], []
     for axis, query in enumerate((query_x, query_y.to(dtype))):
-        bins, relative = _axis_bins(boxes, priors, axis, num_bins[axis], padding)
+        bins, relative = axis_bins(boxes, priors, axis, num_bins[axis], padding)
         encodings = sinusoidal_encoding(relative, query.shape[-1], temperature)  # (N, B, D)
         logits = query @ encodings.transpose(1, 2)  # (N, K, B)
         probs = torch.softmax(logits, dim=-1)  # subtracts the max internally
-        coords.append(_decode_axis(probs, bins, logits, mode))
-        confidences.append(probs.amax(-1))
+        coord = _decode_axis(probs, bins, logits, mode)
+        undefined = torch.isnan(probs).any(-1) | ~torch.isfinite(coord)
+        coords.append(coord.masked_fill(undefined, torch.nan))
+        confidences.append(probs.amax(-1).masked_fill(undefined, torch.nan))
     return torch.stack(coords, -1), torch.stack(confidences, -1)
 
 
-def _mmpose_softmax(logits: torch.Tensor) -> torch.Tensor:
+def mmpose_softmax(logits: torch.Tensor) -> torch.Tensor:
     """mmpose's `_apply_softmax`: clamp, subtract the detached max, divide by (sum + 1e-8)."""
-    logits = logits.clamp(-_LOGIT_CLAMP, _LOGIT_CLAMP)
+    logits = logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
     exp = (logits - logits.amax(-1, keepdim=True).detach()).exp()
-    return exp / (exp.sum(-1, keepdim=True) + _SOFTMAX_EPS)
+    return exp / (exp.sum(-1, keepdim=True) + SOFTMAX_EPS)
 
 
 def dcc_decode_unfolded(
@@ -132,10 +136,10 @@ def dcc_decode_unfolded(
     boxes, priors = boxes.to(dtype), priors.to(dtype)
     coords, confidences = [], []
     for axis, linear in enumerate((x_fc, y_fc)):
-        bins, relative = _axis_bins(boxes, priors, axis, num_bins[axis], padding)
+        bins, relative = axis_bins(boxes, priors, axis, num_bins[axis], padding)
         encodings = linear(sinusoidal_encoding(relative, linear.in_features, temperature))
         logits = feats @ encodings.transpose(1, 2)  # (N, K, B)
-        probs = _mmpose_softmax(logits)
+        probs = mmpose_softmax(logits)
         coords.append(_decode_axis(probs, bins, logits, mode))
         confidences.append(probs.amax(-1))
     return torch.stack(coords, -1), torch.stack(confidences, -1)

@@ -25,6 +25,7 @@ from rtmo_kernels.ops.dcc_decode import fake_dcc_decode
 
 # tl.dot needs every dimension >= 16.
 _MIN_DOT = 16
+FLOAT32_MAX: tl.constexpr = tl.constexpr(3.4028234663852886e38)
 # One D block keeps the rotation table in registers for the whole program; 256 covers every RTMO
 # variant (D = 128) with room.
 MAX_DIM = 256
@@ -78,6 +79,10 @@ def _cos_sin(angle):
     """
     k = tl.floor(angle * 0.6366197723675814 + 0.5)
     x = ((angle - k * 1.5707963705062866) - k * -4.371139000186243e-08).to(tl.float32)
+    # Far past ~1e15 rad (coordinates of 1e15 px and more) the reduction leaves |x| >> pi / 4 and
+    # the polynomials overflow; such angles carry no phase information in float64 anyway: any
+    # point of the circle keeps the outputs finite. (NaN, from a non-finite angle, stays NaN.)
+    x = tl.where(tl.abs(x) > 1.0, 0.0, x)
     x2 = x * x
     sin_x = x * (1.0 + x2 * (-1 / 6 + x2 * (1 / 120 + x2 * (-1 / 5040 + x2 * (1 / 362880)))))
     cos_x = 1.0 + x2 * (-0.5 + x2 * (1 / 24 + x2 * (-1 / 720 + x2 * (1 / 40320 - x2 / 3628800))))
@@ -207,10 +212,17 @@ def dcc_decode_kernel(
     index = run_index.to(tl.float64) / run_sum.to(tl.float64)
     if ARGMAX:
         index = run_arg.to(tl.float64)
-    coordinate = (-0.5 + index / (num_bins - 1)) * size + center
+    coordinate = ((-0.5 + index / (num_bins - 1)) * size + center).to(tl.float32)
+    confidence = 1.0 / run_sum
+    # NaN policy (rtmo_kernels.ops.dcc_decode): a NaN or +inf logit, or only -inf ones, leave a
+    # non-finite sum; that, or a coordinate beyond the float32 range, makes both outputs NaN.
+    undefined = (run_sum != run_sum) | (run_sum > FLOAT32_MAX) | (run_max > FLOAT32_MAX)
+    undefined |= (coordinate != coordinate) | (tl.abs(coordinate) > FLOAT32_MAX)
+    coordinate = tl.where(undefined, float("nan"), coordinate)
+    confidence = tl.where(undefined, float("nan"), confidence)
     out = n * num_keypoints * 2 + offs_k * 2 + AXIS
-    tl.store(keypoints_ptr + out, coordinate.to(tl.float32), mask=mask_k)
-    tl.store(confidence_ptr + out, 1.0 / run_sum, mask=mask_k)
+    tl.store(keypoints_ptr + out, coordinate, mask=mask_k)
+    tl.store(confidence_ptr + out, confidence, mask=mask_k)
 
 
 def _split_float64(value: float) -> tuple[float, float]:
