@@ -347,6 +347,14 @@ def mle_loss_md(result: dict) -> list[str]:
     return lines
 
 
+def tracking_md(result: dict) -> list[str]:
+    if "tracking" not in result:
+        return []
+    from benchmarks.tracking import markdown_lines
+
+    return markdown_lines(result["tracking"])
+
+
 def markdown(result: dict) -> str:
     """The whole report as markdown."""
     targets = evaluate_targets(result)
@@ -360,6 +368,7 @@ def markdown(result: dict) -> str:
         ("Roofline", roofline_md(result)),
         ("DCC MLE loss (training)", mle_loss_md(result)),
         ("Kernel suites (pytest-benchmark)", suites_md(result)),
+        ("Tracking", tracking_md(result)),
     ]
     for title, lines in sections:
         if lines:

@@ -5,11 +5,13 @@ plots.
     python -m benchmarks.run --quick    # smoke run: RTMO-t, batch 1, few rounds (~2-3 min)
     python -m benchmarks.run --val-data ann.json --val-images DIR --val-checkpoint rtmo-t.pth
                                         # + each end-to-end row's AP on an annotated set
+    python -m benchmarks.run --track-checkpoint rtmo-t.pth   # + the model through RTMO.track
 
 Steps: machine description and its measured sgemm / memory-copy rates (benchmarks/machine.py); the
 kernel suites (benchmarks/test_bench_*.py, through pytest-benchmark); the GPU-readiness checks
 (tests/test_gpu_readiness.py); the end-to-end benchmark (benchmarks/end_to_end.py); the
-post-process scaling sweep; the roofline. Writes <date>-<host>.json, the markdown report beside it
+post-process scaling sweep; the roofline; tracking quality (benchmarks/tracking.py: IDF1, MOTA,
+id switches, keypoint jitter). Writes <date>-<host>.json, the markdown report beside it
 (.md, also printed) and PNG plots into benchmarks/results/local/, which git ignores, so that a run
 leaves `git status` clean; `--commit` writes them into benchmarks/results/ (the tracked results
 the README quotes) and `--out DIR` anywhere. On a CUDA machine the same command
@@ -33,7 +35,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import accuracy, end_to_end, postprocess_scaling, report, roofline
+from benchmarks import accuracy, end_to_end, postprocess_scaling, report, roofline, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # tracked: the results to commit (--commit)
@@ -194,7 +196,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--val-checkpoint", type=Path, default=None, help="the weights the AP is measured with"
     )
-    for step in ("suites", "readiness", "scaling", "roofline", "end-to-end"):
+    parser.add_argument(
+        "--track-sequences",
+        type=Path,
+        default=None,
+        help="procedural dataset sequences for the tracking step (default: the canonical set)",
+    )
+    parser.add_argument(
+        "--track-checkpoint",
+        type=Path,
+        default=None,
+        help="weights to run through RTMO.track on those sequences' videos",
+    )
+    for step in ("suites", "readiness", "scaling", "roofline", "end-to-end", "tracking"):
         parser.add_argument(f"--skip-{step}", action="store_true", help=f"leave out the {step}")
     args = parser.parse_args(argv)
     validation = (args.val_data, args.val_images, args.val_checkpoint)
@@ -271,6 +285,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                     _timed(f"end to end {variant} batch {batch}", end_to_end.run_case, case)
                 )
         result["end_to_end"] = {"cases": cases}
+    if not args.skip_tracking:
+        result["tracking"] = _timed(
+            "tracking", tracking.run, args.quick, sequences_dir=args.track_sequences,
+            checkpoint=args.track_checkpoint, device=args.device,
+        )  # fmt: skip
     result["runtime_s"] = time.perf_counter() - started
     result["targets"] = report.evaluate_targets(result)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")

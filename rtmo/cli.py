@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from rtmo import __version__
 from rtmo.commands import data as data_command
 from rtmo.commands import eval as eval_command
-from rtmo.commands import export, info, predict
+from rtmo.commands import export, info, models, predict
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Stopping signals that end a run the way Ctrl+C does, keeping what is complete.
@@ -60,7 +60,7 @@ class Command:
 COMMANDS: list[Command] = [
     Command(
         "predict",
-        "poses in images, folders, videos or a webcam",
+        "poses (and ids with --track) in images, folders, videos, webcams or glob patterns",
         predict.add_arguments,
         predict.run,
     ),
@@ -88,6 +88,12 @@ COMMANDS: list[Command] = [
         "datasets: `rtmo data synth` writes procedural people (COCO keypoints, videos)",
         data_command.add_arguments,
         data_command.run,
+    ),
+    Command(
+        "models",
+        "the RTMO variants: sizes, inputs, keypoints and checkpoint URLs",
+        models.add_arguments,
+        models.run,
     ),
 ]
 

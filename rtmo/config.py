@@ -289,6 +289,11 @@ _ALIASES = {
 }
 
 
+def aliases_of(name: str) -> list[str]:
+    """The short names of a full variant name ("rtmo-s-body7" -> ["rtmo-s"])."""
+    return [alias for alias, full in _ALIASES.items() if full == name]
+
+
 def from_name(name: str) -> RTMOConfig:
     """The config of a variant by full name (see `VARIANTS`) or alias ("rtmo-s", "rtmo-l-crowd")."""
     key = name.strip().lower()

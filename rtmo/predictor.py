@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,10 @@ from rtmo.postprocessor import to_poses
 from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, pil_to_bgr, to_bgr_uint8
 from rtmo.results import Poses
 from rtmo.sources import read_image
+
+if TYPE_CHECKING:
+    from rtmo.stream import FrameInfo, StreamInput
+    from rtmo.track import TrackingPipeline
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 # Runners of exported files: they take host float32 batches and predict like RTMOModel.
@@ -110,6 +114,8 @@ class RTMO:
             from rtmo.config import from_name
 
             from_name(model)  # an unknown name fails here, before any warning or loading
+        self._tracking: TrackingPipeline | None = None  # what `track(persist=True)` carries over
+        self._tracking_settings: tuple | None = None
         if isinstance(model, (torch.nn.Module, *EXPORTED)):
             if checkpoint is not None:
                 raise ValueError("give a model name with `checkpoint`, not a built model")
@@ -272,6 +278,95 @@ class RTMO:
         for poses in results:
             poses.speed = dict(speed)
         return results
+
+    def stream(
+        self,
+        source: StreamInput | Sequence[StreamInput],
+        *,
+        batch_size: int = 8,
+        on_error: str = "warn",
+        score_thr: float | None = None,
+        nms_thr: float | None = None,
+        max_det: int | None = None,
+    ) -> Iterator[tuple[FrameInfo, Poses | None]]:
+        """(frame, Poses) for every frame of `source`, lazily, `batch_size` frames per forward.
+
+        source: what `rtmo predict` takes (an image, a folder of images, a video file, a webcam
+        index such as 0, a glob pattern such as "clips/*.mp4") or an image array / (3, H, W)
+        tensor, or a list of these. Frames are decoded by a background thread a few frames ahead
+        of the network, so memory stays flat on a video of any length. `FrameInfo` says where
+        each frame comes from (source, frame index, path, the decoded image).
+
+        on_error: an unreadable image or video frame is warned about and skipped ("warn"),
+        raised as SourceError ("raise"), or yielded as (frame with `error` set, None) ("yield").
+        Sources are checked when this is called: a missing file or a pattern matching nothing
+        raises SourceError here, not at the first frame.
+        """
+        from rtmo.stream import predict_stream, resolve_inputs
+
+        options = {"score_thr": score_thr, "nms_thr": nms_thr, "max_det": max_det}
+        inputs = resolve_inputs(source)
+        return predict_stream(
+            lambda images: self.predict(images, **options), inputs, batch_size, on_error
+        )
+
+    def track(
+        self,
+        source: StreamInput | Sequence[StreamInput],
+        *,
+        tracker: str = "bytetrack",
+        persist: bool = True,
+        track_buffer: int = 30,
+        smooth: str | None = None,
+        smooth_min_cutoff: float | None = None,
+        smooth_beta: float | None = None,
+        fps: float | None = None,
+        batch_size: int = 8,
+        on_error: str = "warn",
+        **tracker_options: Any,
+    ) -> Poses | Iterator[tuple[FrameInfo, Poses | None]]:
+        """People with ids that persist across frames (`Poses.track_ids`).
+
+        One image array or (3, H, W) tensor in -> its tracked `Poses` out: call it frame by frame
+        (with persist=True, the default, the tracks carry over from call to call). Any other
+        source (as for `stream`) -> a generator of (frame, tracked Poses); each video or webcam
+        starts without tracks, images continue them as frames of one sequence.
+
+        tracker: "bytetrack" (IoU + pose OKS association, see `rtmo.track.ByteTracker`, whose
+        options, e.g. oks_weight=0.0 for IoU only, can be passed here). track_buffer: frames a
+        person may be unseen and keep their id. persist: keep the tracks for the next call (a
+        call with other settings starts anew). smooth: None or "one-euro" (keypoint smoothing,
+        `rtmo.track.OneEuroSmoother`; smooth_min_cutoff in Hz, smooth_beta). fps: the frame rate
+        smoothing assumes for images and arrays (default 30; videos state theirs).
+        """
+        from rtmo.stream import predict_stream, resolve_inputs
+
+        single = isinstance(source, np.ndarray) or (
+            isinstance(source, torch.Tensor) and source.dim() == 3
+        )
+        inputs = None if single else resolve_inputs(source)  # a missing file fails first
+        settings = (tracker, track_buffer, smooth, smooth_min_cutoff, smooth_beta, fps)
+        settings += tuple(sorted(tracker_options.items()))
+        pipeline = self._tracking if persist and self._tracking_settings == settings else None
+        if pipeline is None:
+            from rtmo.track import TrackingPipeline
+
+            pipeline = TrackingPipeline.create(
+                self._sigmas(), tracker, smooth, smooth_min_cutoff, smooth_beta, fps,
+                track_buffer=track_buffer, **tracker_options,
+            )  # fmt: skip
+        self._tracking, self._tracking_settings = (pipeline, settings) if persist else (None, None)
+        if inputs is None:
+            return pipeline.update(self.predict([source])[0])
+        frames = predict_stream(self.predict, inputs, batch_size, on_error)
+        return pipeline.run(frames)
+
+    def _sigmas(self) -> tuple[float, ...]:
+        """The OKS sigmas of the model's keypoints (the tracker compares poses with them)."""
+        sigmas = getattr(self.config, "sigmas", None)
+        if sigmas is None:
+            raise ValueError(f"{self.config.name}: the model's config has no OKS sigmas to track")
+        return tuple(sigmas)
 
     def _preprocess(
         self, images: Sequence[ImageInput] | torch.Tensor

@@ -26,6 +26,8 @@ class Poses:
     keypoint_names, skeleton, limb_colors, keypoint_colors: the keypoint layout, used by `plot`
         (limbs are pairs of keypoint indices; colours are RGB, as in the model config).
     speed: milliseconds per image spent in each stage ("preprocess", "inference", "postprocess").
+    track_ids (int64[n] or None): the id of each person across the frames of a video, set by
+        `RTMO.track` (None for untracked results).
     """
 
     boxes: np.ndarray
@@ -38,6 +40,7 @@ class Poses:
     limb_colors: tuple[tuple[int, int, int], ...] = ()
     keypoint_colors: tuple[tuple[int, int, int], ...] = ()
     speed: dict[str, float] = field(default_factory=dict)
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -54,6 +57,13 @@ class Poses:
                 raise ValueError(
                     f"{name} must have shape {shape} to match boxes {self.boxes.shape}, "
                     f"got {getattr(self, name).shape}"
+                )
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(-1)
+            if self.track_ids.shape != (n,):
+                raise ValueError(
+                    f"track_ids must have shape {(n,)} to match boxes {self.boxes.shape}, "
+                    f"got {self.track_ids.shape}"
                 )
         self._check_layout(num_kpts)
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
@@ -105,6 +115,7 @@ class Poses:
             self.limb_colors,
             self.keypoint_colors,
             dict(self.speed),
+            None if self.track_ids is None else self.track_ids[index],
         )
 
     def __repr__(self) -> str:
@@ -115,11 +126,14 @@ class Poses:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: image width/height and one entry per person with its bbox [x1, y1,
-        x2, y2], score, keypoints [[x, y], ...] and keypoint_scores [...]."""
+        x2, y2], score, keypoints [[x, y], ...] and keypoint_scores [...] (and track_id first,
+        when tracked)."""
         people = []
         for i in range(len(self)):
+            tracked = {} if self.track_ids is None else {"track_id": int(self.track_ids[i])}
             people.append(
                 {
+                    **tracked,
                     "bbox": np.round(self.boxes[i].astype(float), COORD_DECIMALS).tolist(),
                     "score": round(float(self.scores[i]), SCORE_DECIMALS),
                     "keypoints": np.round(self.keypoints[i].astype(float), COORD_DECIMALS).tolist(),
@@ -129,6 +143,40 @@ class Poses:
                 }
             )
         return {"width": self.image_size[0], "height": self.image_size[1], "people": people}
+
+    def csv_columns(self) -> list[str]:
+        """Column names of `to_rows`: person, track_id (when tracked), score, x1, y1, x2, y2, then
+        NAME_x, NAME_y, NAME_score per keypoint."""
+        names = self.keypoint_names or tuple(f"keypoint{k}" for k in range(self.num_keypoints))
+        columns = ["person", *(["track_id"] if self.track_ids is not None else [])]
+        columns += ["score", "x1", "y1", "x2", "y2"]
+        return columns + [f"{name}_{part}" for name in names for part in ("x", "y", "score")]
+
+    def to_rows(self) -> list[list[float | int]]:
+        """One row per person, keypoints flattened (columns of `csv_columns`; the precision of
+        `to_dict`)."""
+        rows = []
+        for i in range(len(self)):
+            row: list[float | int] = [i]
+            if self.track_ids is not None:
+                row.append(int(self.track_ids[i]))
+            row.append(round(float(self.scores[i]), SCORE_DECIMALS))
+            row += np.round(self.boxes[i].astype(float), COORD_DECIMALS).tolist()
+            keypoints = np.round(self.keypoints[i].astype(float), COORD_DECIMALS)
+            scores = np.round(self.keypoint_scores[i].astype(float), SCORE_DECIMALS)
+            for (x, y), score in zip(keypoints.tolist(), scores.tolist(), strict=True):
+                row += [x, y, score]
+            rows.append(row)
+        return rows
+
+    def crop(self, image: np.ndarray, index: int) -> np.ndarray:
+        """The part of `image` (H, W[, C]) inside person `index`'s box, clipped to the image
+        (a view; empty when the box lies outside)."""
+        height, width = image.shape[:2]
+        box = np.nan_to_num(self.boxes[index].astype(np.float64))
+        x1, x2 = (int(np.clip(round(v), 0, width)) for v in box[0::2])
+        y1, y2 = (int(np.clip(round(v), 0, height)) for v in box[1::2])
+        return image[y1 : max(y1, y2), x1 : max(x1, x2)]
 
     def to_json(self, **kwargs: Any) -> str:
         """`to_dict()` as a JSON string; keyword arguments go to `json.dumps`."""

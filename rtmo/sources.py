@@ -1,6 +1,6 @@
-"""What a user can point the predictor at: an image, a folder of images, a video, a webcam; and the
-errors for what it cannot use, each naming the path and the problem. Output files and folders that
-are complete or absent.
+"""What a user can point the predictor at: an image, a folder of images, a video, a webcam, a glob
+pattern or a list of these; and the errors for what it cannot use, each naming the path and the
+problem. Output files and folders that are complete or absent.
 
 OpenCV's own log lines ("[ WARN:0@0.01] ... can't open camera by index") are switched off while it
 opens or decodes something whose failure is reported here, so the user reads one message: ours.
@@ -9,10 +9,11 @@ opens or decodes something whose failure is reported here, so the user reads one
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def opencv_quiet() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved input. kind: "image", "folder", "video" or "webcam"."""
+    """A resolved input. kind: "image", "folder", "images" (the images a glob pattern matched),
+    "video" or "webcam"."""
 
     kind: str
     name: str  # a short name for output files: the file stem, folder name or "webcam<index>"
@@ -120,6 +122,52 @@ def resolve_source(text: str) -> Source:
         f"({', '.join(sorted(IMAGE_EXTENSIONS))}), a video ({', '.join(sorted(VIDEO_EXTENSIONS))}),"
         " a folder of images or a webcam index"
     )
+
+
+SourceItem = str | os.PathLike | int
+
+
+def resolve_sources(items: SourceItem | Sequence[SourceItem]) -> list[Source]:
+    """The sources of one or several inputs: paths, webcam indices and glob patterns ("b/*.png",
+    "**/*.mp4"). A pattern's images become one "images" source, its videos one source each.
+
+    Raises SourceError for an input that cannot be used or a pattern matching nothing usable.
+    """
+    if isinstance(items, (str, os.PathLike, int)):
+        items = [items]
+    if len(items) == 0:
+        raise SourceError("no source given")
+    sources = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, os.PathLike, int)):
+            raise TypeError(
+                f"a source must be a path, a glob pattern or a webcam index, got {item!r}"
+            )
+        text = str(item)
+        if isinstance(item, int):
+            sources.append(Source("webcam", f"webcam{item}", camera=item))
+        elif glob.has_magic(text) and not Path(text).expanduser().exists():
+            sources.extend(_expand_pattern(text))
+        else:
+            sources.append(resolve_source(text))
+    return sources
+
+
+def _expand_pattern(pattern: str) -> list[Source]:
+    matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
+    if not matches:
+        raise SourceError(f"{pattern}: no file matches this pattern")
+    images = tuple(p for p in matches if _is_image_file(p))
+    videos = [p for p in matches if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+    if not images and not videos:
+        raise SourceError(
+            f"{pattern}: {len(matches)} paths match but none is an image or a video file"
+        )
+    sources = []
+    if images:
+        name = images[0].parent.resolve().name or "images"
+        sources.append(Source("images", name, images=images))
+    return sources + [Source("video", p.stem, path=p) for p in videos]
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -9,8 +9,10 @@ the environment already sets it, since every failure to open or decode is report
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,6 +30,10 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 MAX_CONSECUTIVE_FAILURES = 25
 DEFAULT_FPS = 30.0  # for streams that do not report theirs (most webcams report 0)
 FOURCCS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+# H.264 is what browsers play; OpenCV writes it only where its FFmpeg has an encoder for it (the
+# opencv-python wheels on PyPI have none): used for these containers when present.
+H264_CONTAINERS = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
+CODEC_NAMES = {"avc1": "H.264", "mp4v": "MPEG-4 Part 2", "MJPG": "Motion JPEG"}
 
 T = TypeVar("T")
 
@@ -96,7 +102,10 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
 class VideoReader:
     """Frames of a video file or a camera, as (index, BGR uint8 frame), in order.
 
-    Frames that cannot be decoded are skipped; their indices are in `unreadable`.
+    A file's frame index is its position in the container, found from the frame's timestamp:
+    OpenCV silently skips some damaged frames (an AVI's empty frame chunks, for one), so counting
+    the frames read would give every later frame the index of the one before it. Frames that
+    cannot be decoded, or that OpenCV skipped, are left out; their indices are in `unreadable`.
     """
 
     def __init__(self, source: str | Path | int) -> None:
@@ -111,28 +120,76 @@ class VideoReader:
         self.fps = fps if fps and fps > 0 else DEFAULT_FPS
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and not self.is_camera else None
+        # Timestamps give positions only for a file whose container states its frame rate.
+        self._timed = not self.is_camera and fps > 0
         self.unreadable: list[int] = []
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        index, failures = 0, 0
+        expected, failures = 0, 0  # the position the next frame should have
         try:
-            while self.frame_count is None or index < self.frame_count:
+            while self.frame_count is None or expected < self.frame_count:
                 ok, frame = self._capture.read()
                 if ok and frame is not None:
                     failures = 0
+                    index = self._position(expected)
+                    self.unreadable.extend(range(expected, index))
                     yield index, frame
-                else:
-                    failures += 1
-                    # Past the reported length (or with none) a failed read is the end of stream.
-                    if self.frame_count is None or failures >= MAX_CONSECUTIVE_FAILURES:
-                        break
-                    self.unreadable.append(index)
-                index += 1
+                    expected = index + 1
+                    continue
+                failures += 1
+                # Past the reported length (or with none) a failed read is the end of stream.
+                if self.frame_count is None or failures >= MAX_CONSECUTIVE_FAILURES:
+                    break
+                if not self._timed:
+                    self.unreadable.append(expected)
+                    expected += 1
+                # else the next frame's timestamp tells how many positions the failure took
+            if self.frame_count is not None and failures:
+                self.unreadable.extend(range(expected, self.frame_count))
         finally:
             self.close()
 
+    def _position(self, expected: int) -> int:
+        """The container position of the frame just read (at least `expected`)."""
+        if not self._timed:
+            return expected
+        milliseconds = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        if not np.isfinite(milliseconds) or milliseconds < 0:
+            return expected
+        return max(expected, round(milliseconds * self.fps / 1000.0))
+
     def close(self) -> None:
         self._capture.release()
+
+
+@functools.cache
+def h264_available() -> bool:
+    """Whether this OpenCV can write H.264 ("avc1") video: a one-frame file is tried."""
+    with tempfile.TemporaryDirectory() as tmp, opencv_quiet():
+        path = Path(tmp) / "probe.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"avc1"), 25.0, (64, 64))
+        opened = writer.isOpened()
+        if opened:
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+        writer.release()
+        return opened and path.exists() and path.stat().st_size > 0
+
+
+def video_codec(suffix: str) -> str:
+    """The fourcc written for a file suffix: avc1 (H.264) where OpenCV has it and the container
+    takes it, else FOURCCS' choice (mp4v for .mp4)."""
+    suffix = suffix.lower()
+    if suffix in H264_CONTAINERS and h264_available():
+        return "avc1"
+    return FOURCCS.get(suffix, "mp4v")
+
+
+def describe_codec(fourcc: str) -> str:
+    """E.g. "avc1 (H.264)", or for mp4v a note that browsers may not play it."""
+    text = f"{fourcc} ({CODEC_NAMES.get(fourcc, fourcc)})"
+    if fourcc == "mp4v":
+        text += "; this OpenCV has no H.264 encoder, so web browsers may not play the file"
+    return text
 
 
 @contextlib.contextmanager
@@ -154,11 +211,13 @@ def video_writer(path: Path, fps: float, keep_on_interrupt: bool = False) -> Ite
 
 
 class FrameWriter:
-    """cv2.VideoWriter opened on the first frame (its size is that frame's)."""
+    """cv2.VideoWriter opened on the first frame (its size is that frame's), in the codec of
+    `video_codec` (`codec`)."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = path
         self.fps = fps
+        self.codec = video_codec(path.suffix)
         self.frames_written = 0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -166,7 +225,7 @@ class FrameWriter:
     def write(self, frame: np.ndarray) -> None:
         size = (frame.shape[1], frame.shape[0])
         if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*FOURCCS.get(self.path.suffix.lower(), "mp4v"))
+            fourcc = cv2.VideoWriter_fourcc(*self.codec)
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 raise OSError(f"{self.path}: cannot open a video writer for {self.path.suffix}")

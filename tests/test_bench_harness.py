@@ -211,6 +211,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path, capsys):
             "--skip-suites",
             "--skip-readiness",
             "--skip-scaling",
+            "--skip-tracking",  # tests/test_tracking_bench.py tests that step
             "--kernel-variant=rtmo-t",
             "--variants=rtmo-t",
             f"--input-size={SMALL}",
@@ -259,8 +260,8 @@ def test_quick_run_measures_each_rows_ap_on_an_annotated_set(tmp_path):
     weights = write_published_checkpoint(build_model("rtmo-t"), tmp_path / "rtmo-t.pth")
     common = [
         "--quick", "--skip-suites", "--skip-readiness", "--skip-scaling", "--skip-roofline",
-        "--variants=rtmo-t", f"--input-size={SMALL}", "--people=3", "--candidates=24",
-        "--rounds=1", "--max-det=10", "--batches=2",
+        "--skip-tracking", "--variants=rtmo-t", f"--input-size={SMALL}", "--people=3",
+        "--candidates=24", "--rounds=1", "--max-det=10", "--batches=2",
     ]  # fmt: skip
     run.main(
         [

@@ -94,8 +94,8 @@ def test_video_keeps_frame_order_and_reports_damaged_frames(tmp_path, fake_predi
     assert status == cli.EXIT_FAILED
     assert "frame 2 cannot be decoded" in err
     records = read_jsonl(out / "clip.jsonl")
-    assert [r["frame"] for r in records] == [0, 1, 3, 4, 5, 2]
-    assert "error" in records[-1]
+    assert [r["frame"] for r in records] == [0, 1, 2, 3, 4, 5]  # the error in its place
+    assert [i for i, r in enumerate(records) if "error" in r] == [2]
     written = cv2.VideoCapture(str(out / "clip.mp4"))
     assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mp4"]
@@ -111,8 +111,8 @@ def test_interrupted_video_keeps_the_frames_done(tmp_path, fake_predictor, monke
             raise KeyboardInterrupt
         return original(self, images, **kwargs)
 
-    original = RTMO.__call__
-    monkeypatch.setattr(RTMO, "__call__", interrupt_on_second_batch)
+    original = RTMO.predict
+    monkeypatch.setattr(RTMO, "predict", interrupt_on_second_batch)
     out = tmp_path / "out"
     status = cli.main(
         [
@@ -156,23 +156,24 @@ class FakeCamera:
 def test_ctrl_c_ends_a_webcam_stream_and_keeps_the_recording(
     tmp_path, fake_predictor, monkeypatch, capsys
 ):
-    import rtmo.video
+    import rtmo.stream
 
     calls = []
-    original = RTMO.__call__
+    original = RTMO.predict
 
-    def ctrl_c_on_second_batch(self, images, **kwargs):
+    def ctrl_c_on_third_frame(self, images, **kwargs):
         calls.append(len(images))
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt
         return original(self, images, **kwargs)
 
-    monkeypatch.setattr(rtmo.video, "VideoReader", FakeCamera)
-    monkeypatch.setattr(RTMO, "__call__", ctrl_c_on_second_batch)
+    monkeypatch.setattr(rtmo.stream, "VideoReader", FakeCamera)
+    monkeypatch.setattr(RTMO, "predict", ctrl_c_on_third_frame)
     out = tmp_path / "out"
     argv = ["predict", "7", "--random-weights", "--out", str(out), "--json", "--batch-size", "2"]
     status = cli.main(argv)
     assert status == cli.EXIT_OK, capsys.readouterr().err
+    assert calls == [1, 1, 1]  # a live stream goes frame by frame, whatever --batch-size
     assert [r["frame"] for r in read_jsonl(out / "webcam7.jsonl")] == [0, 1]
     written = cv2.VideoCapture(str(out / "webcam7.mp4"))
     assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 2

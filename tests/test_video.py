@@ -28,6 +28,25 @@ def damage_frame(path, index: int):
     path.write_bytes(bytes(data))
 
 
+def drop_frame(path, index: int):
+    """Makes one frame of an MJPG AVI an empty chunk (an AVI's "dropped frame"), which OpenCV
+    skips without a failed read: the next frame read is the one after it."""
+    data = bytearray(path.read_bytes())
+    offset = data.find(b"movi") + 4
+    for _ in range(index):
+        offset += 8 + int.from_bytes(data[offset + 4 : offset + 8], "little")
+        offset += offset & 1
+    assert data[offset : offset + 4] == b"00dc"
+    size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+    # The chunk becomes empty and its data a JUNK chunk; the index entry's size becomes 0.
+    data[offset + 4 : offset + 8] = (0).to_bytes(4, "little")
+    data[offset + 8 : offset + 16] = b"JUNK" + (size - 8).to_bytes(4, "little")
+    idx1 = data.find(b"idx1") + 8 + 16 * index
+    assert data[idx1 : idx1 + 4] == b"00dc"
+    data[idx1 + 12 : idx1 + 16] = (0).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
 def test_frames_come_in_order(tmp_path):
     reader = VideoReader(write_avi(tmp_path / "v.avi", 7))
     assert reader.frame_count == 7
@@ -47,6 +66,18 @@ def test_damaged_frame_is_skipped_and_reported(tmp_path):
     assert reader.unreadable == [3]
     assert [i for i, _ in frames] == [0, 1, 2, 4, 5, 6, 7]
     np.testing.assert_allclose(float(frames[3][1].mean()), 80, atol=3)
+
+
+def test_frames_keep_their_container_positions_when_opencv_skips_one(tmp_path):
+    path = write_avi(tmp_path / "v.avi", 10)
+    damage_frame(path, 7)  # a failed read
+    drop_frame(path, 4)  # skipped silently: a frame counter would call frame 5 "4"
+    reader = VideoReader(path)
+    frames = list(reader)
+    assert reader.unreadable == [4, 7]
+    assert [i for i, _ in frames] == [0, 1, 2, 3, 5, 6, 8, 9]
+    levels = [float(frame.mean()) for _, frame in frames]
+    np.testing.assert_allclose(levels, [20 * i for i, _ in frames], atol=3)
 
 
 def test_unopenable_video_is_named(tmp_path):

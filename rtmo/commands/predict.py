@@ -1,16 +1,21 @@
-"""`rtmo predict SOURCE`: poses in an image, a folder of images, a video or a webcam.
+"""`rtmo predict SOURCE [SOURCE ...]`: poses (and, with --track, ids across frames) in images,
+folders of images, videos, webcams and glob patterns.
 
-Outputs go to --out: the annotated images or video under the source's names and, with --json, one
-JSON line per image or frame in NAME.jsonl, in input order. Every output file is written under a
-temporary name and renamed when complete. Before anything loads, the option values, the source
-and the output folder are checked (it can be created and written, and no output would overwrite
-an input).
+Outputs go to --out, per source (NAME: the file stem, the folder's name, the folder of a
+pattern's images, or webcamN): the annotated images or video under the source's names; with
+--json one JSON line per image or frame in NAME.jsonl, with --csv one row per person in NAME.csv,
+both in input order (an unreadable video frame in its place, by its position in the file); with
+--save-crops each person's box in crops/NAME/. Every output file is written under a temporary
+name and renamed when complete. Before anything loads, the option values, the sources (a video or
+camera is opened) and the output folder are checked (it can be created and written, and no output
+would overwrite an input). The run ends with a summary: images/s and the mean ms per image of each
+stage.
 
 A stop signal (Ctrl+C / SIGINT, SIGTERM, SIGHUP) keeps what is complete: the annotated images
 written so far, the video up to the last whole frame, and the JSON lines of the images or frames
 done, renamed into place with a last line `{"incomplete": true, "reason": "interrupted by
-SIGTERM"}`; the exit status is 128 + the signal. A webcam stream has no end of its own: a stop
-signal ends it normally (exit status 0, nothing marked incomplete).
+SIGTERM"}` (the CSV keeps its whole rows); the exit status is 128 + the signal. A webcam stream
+has no end of its own: a stop signal ends it normally (exit status 0, nothing marked incomplete).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,14 +39,20 @@ from rtmo.commands import (
     positive_int,
     variant_name,
 )
-from rtmo.options import KPT_THR, NMS_THR, SCORE_THR
+from rtmo.options import KPT_THR, NMS_THR, SCORE_THR, Interval
 
 DEFAULT_OUT = "rtmo-output"
+DEFAULT_TRACK_BUFFER = 30
+POSITIVE = Interval(0.0, math.inf, low_closed=False, high_closed=False)
+NON_NEGATIVE = Interval(0.0, math.inf, high_closed=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "source", help="an image, a folder of images, a video file or a webcam index (e.g. 0)"
+        "source",
+        nargs="+",
+        help="images, folders of images, video files, webcam indices (e.g. 0) or glob patterns "
+        '(quoted: "clips/*.mp4")',
     )
     parser.add_argument(
         "--model",
@@ -95,30 +108,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-save", action="store_true", help="do not write annotated images or video"
     )
+    parser.add_argument(
+        "--csv", action="store_true", help="write one row per person to OUT/NAME.csv"
+    )
+    parser.add_argument(
+        "--save-crops", action="store_true", help="write each person's box to OUT/crops/NAME/"
+    )
+    parser.add_argument(
+        "--show", action="store_true", help="show the results in a window (q or Esc stops)"
+    )
+    tracking = parser.add_argument_group("tracking (videos, webcams, image sequences)")
+    tracking.add_argument(
+        "--track", action="store_true", help="give people ids that persist across frames"
+    )
+    tracking.add_argument(
+        "--track-buffer",
+        type=_frame_count,
+        default=None,
+        help=f"frames a person may be unseen and keep their id (default {DEFAULT_TRACK_BUFFER})",
+    )
+    tracking.add_argument(
+        "--smooth", choices=["one-euro"], default=None, help="smooth tracked keypoints over time"
+    )
+    tracking.add_argument(
+        "--smooth-min-cutoff",
+        type=in_interval(POSITIVE),
+        default=None,
+        help="One-Euro cutoff of a still keypoint in Hz (default 1.0; lower: smoother)",
+    )
+    tracking.add_argument(
+        "--smooth-beta",
+        type=in_interval(NON_NEGATIVE),
+        default=None,
+        help="One-Euro speed coefficient (default 3.0; higher: less lag on fast motion)",
+    )
+
+
+def _frame_count(text: str) -> int:
+    """An argparse `type` accepting an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtmo.sources import resolve_source
+    from rtmo.sources import resolve_sources
 
     _check_options(args)
-    source = resolve_source(args.source)
-    _refuse_overwriting_inputs(source, args)
+    sources = resolve_sources(args.source)
+    for source in sources:
+        _refuse_overwriting_inputs(source, args)
     with contextlib.ExitStack() as cleanup:
-        if args.json or not args.no_save:
+        if args.json or args.csv or args.save_crops or not args.no_save:
             _enter_output_folder(cleanup, args.out)
-        reader = None
-        if source.kind in ("video", "webcam"):  # opened before the model: a bad file fails fast
-            reader = _open_video(source)
-            cleanup.callback(reader.close)
+        for source in sources:  # opened before the model: a bad file or camera fails fast
+            if source.kind in ("video", "webcam"):
+                _open_video(source).close()
         predictor = build_predictor(args)
-        tally = _Run()
+        window = _open_window(args.show)
+        if window is not None:
+            cleanup.callback(window.close)
+        tally = _Run(started=time.perf_counter())
         try:
-            with _jsonl_output(args.out / f"{source.name}.jsonl" if args.json else None) as jsonl:
-                tally.jsonl = jsonl
-                if reader is None:
-                    _predict_images(predictor, source.images, args, tally)
-                else:
-                    _predict_video(predictor, source, reader, args, tally)
+            for source in sources:
+                _predict_source(predictor, source, args, tally, window)
+                if tally.stopped:
+                    break
         except KeyboardInterrupt:
             _summarize(tally, args, stopped=True)
             raise
@@ -146,6 +205,15 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--dtype {args.dtype} needs a CUDA device (--device cuda); on {args.device} use fp32"
         )
+    needs = {  # option: (the option it needs, whether that is given)
+        "track_buffer": ("--track", args.track),
+        "smooth": ("--track", args.track),
+        "smooth_min_cutoff": ("--smooth one-euro", args.smooth is not None),
+        "smooth_beta": ("--smooth one-euro", args.smooth is not None),
+    }
+    for option, (needed, given) in needs.items():
+        if getattr(args, option) is not None and not given:
+            raise UsageError(f"--{option.replace('_', '-')} needs {needed}")
 
 
 def _check_checkpoint_path(path: Path) -> None:
@@ -219,6 +287,19 @@ def _open_video(source: Any) -> Any:
     return VideoReader(source.camera if source.kind == "webcam" else source.path)
 
 
+def _open_window(show: bool) -> Any:
+    """The --show window, or None (with a note when there can be none)."""
+    if not show:
+        return None
+    from rtmo.visualize import PreviewWindow
+
+    window = PreviewWindow.open("rtmo")
+    if isinstance(window, str):
+        print(f"rtmo: note: --show skipped: {window}", file=sys.stderr)
+        return None
+    return window
+
+
 def build_predictor(args: argparse.Namespace) -> Any:
     from rtmo.predictor import RTMO
 
@@ -240,18 +321,26 @@ def build_predictor(args: argparse.Namespace) -> Any:
 
 @dataclass
 class _Run:
-    """Counts and failures of one predict run, and its JSON lines output."""
+    """Counts, timings and failures of one predict run, and the current source's outputs."""
 
+    started: float = 0.0  # time.perf_counter() at the start
     processed: int = 0
     people: int = 0
     failures: list[str] = field(default_factory=list)
+    stage_ms: dict[str, float] = field(default_factory=dict)
     jsonl: IO[str] | None = None
+    csv: Any = None  # a csv.writer
+    stopped: bool = False  # the --show window was closed
 
     def record(self, key: dict[str, Any], poses: Any) -> None:
         self.processed += 1
         self.people += len(poses)
+        for stage, ms in poses.speed.items():
+            self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
         if self.jsonl is not None:
             self.jsonl.write(json.dumps({**key, **poses.to_dict()}) + "\n")
+        if self.csv is not None:
+            self.csv.writerows([*key.values(), *row] for row in poses.to_rows())
 
     def fail(self, key: dict[str, Any], message: str) -> None:
         from tqdm import tqdm
@@ -282,90 +371,155 @@ def _jsonl_output(path: Path | None) -> Iterator[IO[str] | None]:
             raise
 
 
+@contextlib.contextmanager
+def _csv_output(path: Path | None, columns: list[str]) -> Iterator[Any]:
+    """A csv.writer whose file is complete or absent (on a stop signal, the whole rows so far)."""
+    if path is None:
+        yield None
+        return
+    import csv
+
+    from rtmo.sources import atomic_output
+
+    with (
+        atomic_output(path, keep_on=(KeyboardInterrupt,)) as tmp,
+        open(tmp, "w", encoding="utf-8", newline="") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        yield writer
+
+
 def _stop_reason(stop: KeyboardInterrupt) -> str:
     from rtmo.cli import Interrupted
 
     return f"interrupted by {stop.name if isinstance(stop, Interrupted) else 'SIGINT'}"
 
 
-def _predict_images(
-    predictor: Any, paths: Sequence[Path], args: argparse.Namespace, run: _Run
-) -> None:
-    """Images in batches; each image's annotated copy is written before its JSON line, and the
-    lines (results and errors) follow the input order."""
-    from tqdm import tqdm
-
-    from rtmo.sources import SourceError, read_image, write_image
-    from rtmo.video import batched
-
-    progress = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr)
-    try:
-        for batch_paths in batched(paths, args.batch_size):
-            images: list[Any] = []
-            errors: list[str | None] = []
-            for path in batch_paths:
-                try:
-                    images.append(read_image(path))
-                    errors.append(None)
-                except SourceError as err:
-                    errors.append(str(err))
-            results = iter(predictor(images) if images else [])
-            loaded = iter(images)
-            for path, error in zip(batch_paths, errors, strict=True):
-                if error is not None:
-                    run.fail({"file": str(path)}, error)
-                    continue
-                poses, image = next(results), next(loaded)
-                if not args.no_save:
-                    write_image(args.out / path.name, poses.plot(image, kpt_thr=args.kpt_thr))
-                run.record({"file": str(path)}, poses)
-            progress.update(len(batch_paths))
-    finally:
-        progress.close()
-
-
-def _predict_video(
-    predictor: Any, source: Any, reader: Any, args: argparse.Namespace, run: _Run
-) -> None:
-    from tqdm import tqdm
-
-    from rtmo.video import batched, prefetch, video_writer
-
-    out_path = args.out / f"{source.name}.mp4"
-    writer_context = (
-        contextlib.nullcontext()
-        if args.no_save
-        else video_writer(out_path, reader.fps, keep_on_interrupt=True)
+def _frames(predictor: Any, source: Any, args: argparse.Namespace) -> Iterator:
+    """(frame, people) of one source: tracked (each source with its own ids) or not."""
+    options = {"batch_size": args.batch_size, "on_error": "yield"}
+    if not args.track:
+        return predictor.stream(source, **options)
+    buffer = DEFAULT_TRACK_BUFFER if args.track_buffer is None else args.track_buffer
+    smoothing = {"smooth_min_cutoff": args.smooth_min_cutoff, "smooth_beta": args.smooth_beta}
+    return predictor.track(
+        source, persist=False, track_buffer=buffer, smooth=args.smooth, **smoothing, **options
     )
-    progress = tqdm(total=reader.frame_count, unit="frame", file=sys.stderr)
-    frames = contextlib.closing(prefetch(reader, depth=2 * args.batch_size))
-    try:
-        with writer_context as writer, frames as ordered_frames:
-            try:
-                for batch in batched(ordered_frames, args.batch_size):
-                    results = predictor([frame for _, frame in batch])
-                    for (index, frame), poses in zip(batch, results, strict=True):
-                        if writer is not None:
-                            writer.write(poses.plot(frame, kpt_thr=args.kpt_thr))
-                        run.record({"frame": index}, poses)
-                    progress.update(len(batch))
-            except KeyboardInterrupt:
-                if source.kind != "webcam":
-                    raise
-                # A stop signal is how a webcam stream ends: keep what was recorded.
-    finally:
-        progress.close()
-    for index in reader.unreadable:
-        run.fail({"frame": index}, f"{source.path}: frame {index} cannot be decoded")
+
+
+def _csv_columns(predictor: Any, key: str, tracked: bool) -> list[str]:
+    from rtmo.predictor import layout_of
+    from rtmo.results import Poses
+
+    empty = Poses.empty(predictor.config.num_keypoints, (1, 1), **layout_of(predictor.config))
+    empty.track_ids = [] if tracked else None
+    return [key, *empty.csv_columns()]
+
+
+def _predict_source(
+    predictor: Any, source: Any, args: argparse.Namespace, run: _Run, window: Any
+) -> None:
+    """Every frame of one source, in order: JSON lines, CSV rows, the annotated images or video,
+    crops, the window."""
+    from tqdm import tqdm
+
+    video = source.kind in ("video", "webcam")
+    key = "frame" if video else "file"
+    out = args.out
+    csv_path = out / f"{source.name}.csv" if args.csv else None
+    with contextlib.ExitStack() as outputs:
+        run.jsonl = outputs.enter_context(
+            _jsonl_output(out / f"{source.name}.jsonl" if args.json else None)
+        )
+        columns = _csv_columns(predictor, key, args.track) if args.csv else []
+        run.csv = outputs.enter_context(_csv_output(csv_path, columns))
+        frames = outputs.enter_context(contextlib.closing(_frames(predictor, source, args)))
+        progress = outputs.enter_context(
+            tqdm(unit="frame" if video else "img", file=sys.stderr, disable=source.kind == "image")
+        )
+        writer = None
+        try:
+            for frame, poses in frames:
+                progress.total = frame.total
+                progress.update(1)
+                where = {key: frame.index if video else str(frame.path or frame.source)}
+                if poses is None:
+                    run.fail(where, frame.error)
+                    continue
+                drawn = None
+                if window is not None or not args.no_save:
+                    drawn = poses.plot(frame.image, kpt_thr=args.kpt_thr)
+                if not args.no_save and video:
+                    if writer is None:
+                        path = out / f"{source.name}.mp4"
+                        writer = outputs.enter_context(_video_output(path, frame.fps))
+                    writer.write(drawn)
+                elif not args.no_save:
+                    _write_image(out / frame.path.name, drawn)
+                if args.save_crops:
+                    stem = f"{frame.index:06d}" if video else frame.path.stem
+                    _save_crops(out / "crops" / source.name, stem, frame.image, poses)
+                run.record(where, poses)
+                if window is not None and not window.show(drawn):
+                    run.stopped = True
+                    break
+        except KeyboardInterrupt:
+            if source.kind != "webcam":
+                raise
+            # A stop signal is how a webcam stream ends: keep what was recorded.
+        finally:
+            run.jsonl = run.csv = None
+
+
+@contextlib.contextmanager
+def _video_output(path: Path, fps: float) -> Iterator[Any]:
+    """The annotated video (kept up to the last whole frame on a stop signal); says its codec."""
+    from tqdm import tqdm
+
+    from rtmo.video import describe_codec, video_writer
+
+    with video_writer(path, fps, keep_on_interrupt=True) as writer:
+        tqdm.write(f"rtmo: {path}: video codec {describe_codec(writer.codec)}", file=sys.stderr)
+        yield writer
+
+
+def _write_image(path: Path, image: Any) -> None:
+    from rtmo.sources import write_image
+
+    write_image(path, image)
+
+
+def _save_crops(folder: Path, stem: str, image: Any, poses: Any) -> None:
+    """Each person's box cut out of the (unannotated) image: FOLDER/STEM_ID.jpg, ID the track id
+    when tracked, else the person's rank in the image."""
+    from rtmo.sources import write_image
+
+    for i in range(len(poses)):
+        crop = poses.crop(image, i)
+        if crop.size:
+            label = f"id{poses.track_ids[i]}" if poses.track_ids is not None else str(i)
+            write_image(folder / f"{stem}_{label}.jpg", crop)
 
 
 def _summarize(run: _Run, args: argparse.Namespace, stopped: bool = False) -> int:
     from rtmo.cli import EXIT_FAILED, EXIT_OK
 
-    kept = "" if args.no_save and not args.json else f"; results in {args.out}"
+    seconds = time.perf_counter() - run.started
+    stages = ", ".join(
+        f"{stage} {total / max(run.processed, 1):.1f} ms" for stage, total in run.stage_ms.items()
+    )
+    rate = run.processed / seconds if seconds > 0 else 0.0
+    outputs = args.json or args.csv or args.save_crops or not args.no_save
+    kept = f"; results in {args.out}" if outputs else ""
     if stopped:
         kept += " (stopped early: the outputs hold what was complete)"
-    print(f"rtmo: {run.processed} processed, {run.people} people found{kept}", file=sys.stderr)
+    print(
+        f"rtmo: {run.processed} processed in {seconds:.1f} s ({rate:.1f} images/s"
+        + (f"; per image: {stages}" if stages else "")
+        + f"), {run.people} people found{kept}",
+        file=sys.stderr,
+    )
     if not run.failures:
         return EXIT_OK
     print(f"rtmo: {len(run.failures)} failed:", file=sys.stderr)

@@ -1,0 +1,172 @@
+"""Frames from any source, lazily, and the people in them: what `RTMO.stream` and `RTMO.track`
+run on.
+
+Sources are resolved up front (a missing file or a pattern matching nothing fails before any work),
+then decoded one at a time by a background thread a few frames ahead of the network, in batches;
+at any moment only a batch and the frames decoded ahead are in memory, however long the video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtmo.results import Poses
+from rtmo.sources import Source, SourceError, read_image, resolve_sources
+from rtmo.video import DEFAULT_FPS, VideoReader, prefetch
+
+ON_ERROR = ("warn", "raise", "yield")
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """Where a frame comes from.
+
+    source: the input as given ("clip.mp4", "photos/", "b/*.png", "0", "array").
+    source_index: the position of that input among those given (a pattern's videos share one).
+    kind: "image" (a file), "video", "webcam" or "array" (an image passed in memory).
+    index: the frame's position in its video (the container's, so frames after an unreadable
+        one keep theirs) or webcam stream; the image's position among its input's images.
+    path: the image file or the video file; None for webcams and arrays.
+    image: the BGR uint8 frame (H, W, 3) (for "array", what was passed); None when it could not
+        be read.
+    fps: the frame rate of a video or webcam; None for images.
+    error: why the frame could not be read; None when it was.
+    total: the number of frames (the container's count) or images of its source; None for a
+        webcam.
+    """
+
+    source: str
+    source_index: int
+    kind: str
+    index: int
+    path: Path | None
+    image: np.ndarray | None = field(repr=False)
+    fps: float | None = None
+    error: str | None = None
+    total: int | None = None
+
+    @property
+    def time(self) -> float:
+        """Seconds since the start of the frame's video (images: as if at DEFAULT_FPS)."""
+        return self.index / (self.fps or DEFAULT_FPS)
+
+
+StreamInput = str | os.PathLike | int | np.ndarray | torch.Tensor | Source
+_Input = tuple[int, str, Source | np.ndarray | torch.Tensor]
+
+
+def resolve_inputs(source: StreamInput | Sequence[StreamInput]) -> list[_Input]:
+    """(source_index, text, Source or in-memory image) for each input of `source`: a path, glob,
+    webcam index, image array, (3, H, W) tensor or resolved `Source`, or a list of these."""
+    items = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not items:
+        raise SourceError("no source given")
+    inputs: list[_Input] = []
+    for n, item in enumerate(items):
+        if isinstance(item, Source):  # already resolved
+            text = item.name if item.path is None and item.camera is None else item.path
+            inputs.append((n, str(item.camera if item.camera is not None else text), item))
+            continue
+        if isinstance(item, torch.Tensor) and item.dim() != 3:
+            raise ValueError(f"source[{n}]: an image tensor must be (3, H, W), got {item.shape}")
+        if isinstance(item, (np.ndarray, torch.Tensor)):
+            inputs.append((n, "array", item))
+            continue
+        for resolved in resolve_sources(item):
+            inputs.append((n, str(item), resolved))
+    return inputs
+
+
+def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
+    """Every frame of `inputs` in order, decoded one at a time; frames that cannot be read come
+    with their `error` set (in their place: a damaged video frame between its neighbours)."""
+    for source_index, text, item in inputs:
+        if not isinstance(item, Source):
+            yield FrameInfo(text, source_index, "array", 0, None, item, total=1)
+        elif item.kind in ("video", "webcam"):
+            yield from _video_frames(source_index, text, item)
+        else:
+            for i, path in enumerate(item.images):
+                try:
+                    image, error = read_image(path), None
+                except SourceError as err:
+                    image, error = None, str(err)
+                total = len(item.images)
+                yield FrameInfo(text, source_index, "image", i, path, image, None, error, total)
+
+
+def _video_frames(source_index: int, text: str, source: Source) -> Iterator[FrameInfo]:
+    webcam = source.kind == "webcam"
+    reader = VideoReader(source.camera if webcam else source.path)
+    kind, path = ("webcam", None) if webcam else ("video", source.path)
+
+    total = reader.frame_count
+
+    def unreadable(index: int) -> FrameInfo:
+        message = f"{source.path or text}: frame {index} cannot be decoded"
+        return FrameInfo(text, source_index, kind, index, path, None, reader.fps, message, total)
+
+    expected = 0
+    try:
+        for index, frame in reader:
+            for missing in range(expected, index):
+                yield unreadable(missing)
+            yield FrameInfo(text, source_index, kind, index, path, frame, reader.fps, None, total)
+            expected = index + 1
+    finally:
+        reader.close()
+    for missing in reader.unreadable:
+        if missing >= expected:
+            yield unreadable(missing)
+
+
+def predict_stream(
+    predict: Callable[[list[Any]], list[Poses]],
+    inputs: Sequence[_Input],
+    batch_size: int,
+    on_error: str = "warn",
+) -> Iterator[tuple[FrameInfo, Poses | None]]:
+    """(frame, people) for every frame of `inputs`, in order, `batch_size` frames per forward.
+
+    Webcam frames go one at a time (a live stream must not wait for a batch to fill). An
+    unreadable frame: warned about and skipped ("warn"), raised as SourceError ("raise"), or
+    yielded with no people and its `error` set ("yield").
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    frames = contextlib.closing(prefetch(iter_frames(inputs), depth=2 * batch_size))
+    with frames as ordered:
+        batch: list[FrameInfo] = []
+        for frame in ordered:
+            batch.append(frame)
+            if len(batch) >= batch_size or frame.kind == "webcam":
+                yield from _run_batch(predict, batch, on_error)
+                batch = []
+        yield from _run_batch(predict, batch, on_error)
+
+
+def _run_batch(
+    predict: Callable[[list[Any]], list[Poses]], batch: list[FrameInfo], on_error: str
+) -> Iterator[tuple[FrameInfo, Poses | None]]:
+    readable = [frame for frame in batch if frame.error is None]
+    results = iter(predict([frame.image for frame in readable]) if readable else [])
+    for frame in batch:
+        if frame.error is None:
+            yield frame, next(results)
+        elif on_error == "raise":
+            raise SourceError(frame.error)
+        elif on_error == "warn":
+            warnings.warn(f"{frame.error}; skipped", UserWarning, stacklevel=4)
+        else:
+            yield frame, None
