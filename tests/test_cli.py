@@ -157,6 +157,7 @@ def test_ctrl_c_ends_a_webcam_stream_and_keeps_the_recording(
     tmp_path, fake_predictor, monkeypatch, capsys
 ):
     import rtmo.stream
+    import rtmo.video
 
     calls = []
     original = RTMO.predict
@@ -168,6 +169,7 @@ def test_ctrl_c_ends_a_webcam_stream_and_keeps_the_recording(
         return original(self, images, **kwargs)
 
     monkeypatch.setattr(rtmo.stream, "VideoReader", FakeCamera)
+    monkeypatch.setattr(rtmo.video, "VideoReader", FakeCamera)  # the camera is opened up front
     monkeypatch.setattr(RTMO, "predict", ctrl_c_on_third_frame)
     out = tmp_path / "out"
     argv = ["predict", "7", "--random-weights", "--out", str(out), "--json", "--batch-size", "2"]
