@@ -409,7 +409,7 @@ def _frames(predictor: Any, source: Any, args: argparse.Namespace) -> Iterator:
 
 
 def _csv_columns(predictor: Any, key: str, tracked: bool) -> list[str]:
-    from rtmo.predictor import layout_of
+    from rtmo.postprocessor import layout_of
     from rtmo.results import Poses
 
     empty = Poses.empty(predictor.config.num_keypoints, (1, 1), **layout_of(predictor.config))
