@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from rtmo import __version__
 from rtmo.commands import data as data_command
 from rtmo.commands import eval as eval_command
-from rtmo.commands import export, info, models, predict
+from rtmo.commands import export, info, models, predict, train
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Stopping signals that end a run the way Ctrl+C does, keeping what is complete.
@@ -82,6 +82,12 @@ COMMANDS: list[Command] = [
         "COCO keypoint AP (pycocotools) of a model on an annotated image set, or of a results file",
         eval_command.add_arguments,
         eval_command.run,
+    ),
+    Command(
+        "train",
+        "train or fine-tune RTMO on COCO-format keypoints (torchrun for several processes)",
+        train.add_arguments,
+        train.run,
     ),
     Command(
         "data",

@@ -102,6 +102,97 @@ MMPOSE_EVAL_SETTINGS = {
     "nms_mode": "none",
 }
 
+
+
+def flip_pairs_by_name(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """Index pairs of keypoints that swap under a horizontal flip: "left_x" with "right_x"."""
+    index = {name: i for i, name in enumerate(names)}
+    return tuple(
+        (i, index["right_" + name.removeprefix("left_")])
+        for i, name in enumerate(names)
+        if name.startswith("left_") and "right_" + name.removeprefix("left_") in index
+    )
+
+
+@dataclass(frozen=True)
+class KeypointSet:
+    """What a model's keypoints are: names, limbs (index pairs), OKS sigmas and the pairs that a
+    horizontal flip swaps. Colours default to mmpose's scheme by the names' left/right prefix."""
+
+    names: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+    sigmas: tuple[float, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    limb_colors: tuple[tuple[int, int, int], ...] = ()
+    keypoint_colors: tuple[tuple[int, int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        k = len(self.names)
+        if k == 0 or len(set(self.names)) != k:
+            raise ValueError(f"keypoint names must be non-empty and unique, got {self.names}")
+        if len(self.sigmas) != k or not all(s > 0 for s in self.sigmas):
+            raise ValueError(f"{k} keypoints need {k} OKS sigmas > 0, got {self.sigmas}")
+        for what, pairs in (("skeleton", self.skeleton), ("flip_pairs", self.flip_pairs)):
+            if any(not (0 <= a < k and 0 <= b < k) or a == b for a, b in pairs):
+                raise ValueError(f"{what} must pair distinct indices in 0..{k - 1}, got {pairs}")
+        if not self.keypoint_colors:
+            object.__setattr__(self, "keypoint_colors", tuple(map(self._side_color, self.names)))
+        if not self.limb_colors:
+            limbs = tuple(self._limb_color(a, b) for a, b in self.skeleton)
+            object.__setattr__(self, "limb_colors", limbs)
+
+    @property
+    def flip_indices(self) -> tuple[int, ...]:
+        """Where each keypoint goes under a horizontal flip."""
+        order = list(range(len(self.names)))
+        for a, b in self.flip_pairs:
+            order[a], order[b] = b, a
+        return tuple(order)
+
+    def as_dict(self) -> dict:
+        """Plain lists and strings (what a checkpoint's `meta` stores)."""
+        return {
+            "names": list(self.names),
+            "skeleton": [list(limb) for limb in self.skeleton],
+            "sigmas": list(self.sigmas),
+            "flip_pairs": [list(pair) for pair in self.flip_pairs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> KeypointSet:
+        return cls(
+            names=tuple(data["names"]),
+            skeleton=tuple(tuple(limb) for limb in data["skeleton"]),
+            sigmas=tuple(float(s) for s in data["sigmas"]),
+            flip_pairs=tuple(tuple(pair) for pair in data["flip_pairs"]),
+        )
+
+    @staticmethod
+    def _side_color(name: str) -> tuple[int, int, int]:
+        return _GREEN if name.startswith("left") else _ORANGE if name.startswith("right") else _BLUE
+
+    def _limb_color(self, a: int, b: int) -> tuple[int, int, int]:
+        sides = {self._side_color(self.names[a]), self._side_color(self.names[b])}
+        return sides.pop() if len(sides) == 1 else _BLUE
+
+
+COCO_KEYPOINT_SET = KeypointSet(
+    COCO_KEYPOINTS,
+    COCO_SKELETON,
+    COCO_SIGMAS,
+    flip_pairs_by_name(COCO_KEYPOINTS),
+    COCO_LIMB_COLORS,
+    COCO_KEYPOINT_COLORS,
+)
+CROWDPOSE_KEYPOINT_SET = KeypointSet(
+    CROWDPOSE_KEYPOINTS,
+    CROWDPOSE_SKELETON,
+    CROWDPOSE_SIGMAS,
+    flip_pairs_by_name(CROWDPOSE_KEYPOINTS),
+    CROWDPOSE_LIMB_COLORS,
+    CROWDPOSE_KEYPOINT_COLORS,
+)
+
 # (deepen, widen) per size, from the official configs.
 _SIZE_FACTORS = {"t": (0.33, 0.375), "s": (0.33, 0.5), "m": (0.67, 0.75), "l": (1.0, 1.0)}
 
@@ -129,6 +220,56 @@ class TrainStage:
 
 
 @dataclass(frozen=True)
+class AugmentSettings:
+    """The random ranges of the stage-1/2 pipeline (mmpose's RTMO configs)."""
+
+    mosaic_prob: float = 1.0
+    shift: float = 0.1  # of the output size
+    rotate: float = 10.0  # degrees
+    scale: tuple[float, float] = (0.75, 1.0)  # of the region taken; < 1 zooms in
+    hue: int = 5  # YOLOXHSVRandomAug's additive deltas (OpenCV's 0..180 hue)
+    saturation: int = 30
+    value: int = 30
+    flip_prob: float = 0.5
+
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """RTMO's training recipe (RTMO.md §1.4) with its epoch counts turned into fractions of the
+    run, so that a run of any length keeps the official proportions.
+
+    Taken as published: AdamW (weight decay 0.05, none on norms and biases, the neck's encoder at
+    0.05 x the learning rate), gradients clipped at norm 0.1, quadratic warm-up for 5/600 of the
+    run, the stage switches at 280/600 and 580/600, the augmentation ranges. Changed for short
+    runs, each with its reason:
+    - the learning rate scales with the square root of batch / 256, not linearly: at a batch of
+      16 the linear rule gives 2.5e-4, which leaves a run of a few thousand steps far from
+      converged; AdamW's update size does not grow with the batch the way SGD's does;
+    - one cosine from the peak down to 5% (mmpose's eta_min) over the run after warm-up, instead
+      of two cosines with a 2.5x restart at the switch;
+    - the EMA averages over at most a tenth of the run (momentum >= 10 / steps): mmpose's 2e-4
+      averages over 5000 steps, longer than a short run, and would keep the weights of its start;
+    - Mosaic on half the stage-1/2 samples instead of all: a mosaic shows people at half their
+      size, and on the procedural data most people are already small.
+    """
+
+    base_lr: float = 4e-3
+    base_batch: int = 256
+    weight_decay: float = 0.05
+    encoder_lr_mult: float = 0.05
+    clip_grad_norm: float = 0.1
+    warmup_fraction: float = 5 / 600
+    min_lr_ratio: float = 0.05
+    ema_momentum: float = 2e-4
+    ema_gamma: float = 2000.0
+    augment: AugmentSettings = AugmentSettings(mosaic_prob=0.5)
+
+    def learning_rate(self, batch_size: int) -> float:
+        return self.base_lr * (batch_size / self.base_batch) ** 0.5
+
+
+@dataclass(frozen=True)
 class RTMOConfig:
     """One RTMO variant: architecture, keypoint set, input size and where its weights live.
 
@@ -146,6 +287,20 @@ class RTMOConfig:
     bbox_padding: float = 1.25
     num_bins: tuple[int, int] = (192, 256)  # (x, y)
     dcc_temperature: float = 300.0
+    # None: the dataset's own (COCO's 17 or CrowdPose's 14); set for models of other keypoints.
+    custom_keypoints: KeypointSet | None = None
+
+    @property
+    def keypoints(self) -> KeypointSet:
+        """The keypoint set the model predicts."""
+        if self.custom_keypoints is not None:
+            return self.custom_keypoints
+        return CROWDPOSE_KEYPOINT_SET if self.crowdpose else COCO_KEYPOINT_SET
+
+    def with_keypoints(self, keypoints: KeypointSet) -> RTMOConfig:
+        """This variant predicting `keypoints` instead (a head of that K)."""
+        standard = CROWDPOSE_KEYPOINT_SET if self.crowdpose else COCO_KEYPOINT_SET
+        return replace(self, custom_keypoints=None if keypoints == standard else keypoints)
 
     @property
     def train_stages(self) -> tuple[TrainStage, TrainStage, TrainStage]:
@@ -167,6 +322,21 @@ class RTMOConfig:
         if stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
         return self.train_stages[stage - 1]
+
+    @property
+    def train_recipe(self) -> TrainRecipe:
+        return TrainRecipe()
+
+    def stage_of_epoch(self, epoch: int, epochs: int) -> int:
+        """The schedule stage (1, 2, 3) of epoch `epoch` (from 0) of a run of `epochs`, at the
+        official proportions of `stage_start_epochs`, rounded to whole epochs; a run of 3 epochs
+        or more has at least one epoch of each stage."""
+        official = self.stage_start_epochs
+        second = round(epochs * official[1] / self.max_epochs)
+        last = max(round(epochs * (self.max_epochs - official[2]) / self.max_epochs), 1)
+        if epochs >= 3:
+            second = min(max(second, 1), epochs - 2)
+        return 1 if epoch < second else 3 if epoch >= epochs - last else 2
 
     @property
     def max_epochs(self) -> int:
@@ -200,31 +370,31 @@ class RTMOConfig:
 
     @property
     def num_keypoints(self) -> int:
-        return len(self.keypoint_names)
+        return len(self.keypoints.names)
 
     @property
     def keypoint_names(self) -> tuple[str, ...]:
-        return CROWDPOSE_KEYPOINTS if self.crowdpose else COCO_KEYPOINTS
+        return self.keypoints.names
 
     @property
     def skeleton(self) -> tuple[tuple[int, int], ...]:
         """Limbs as pairs of keypoint indices."""
-        return CROWDPOSE_SKELETON if self.crowdpose else COCO_SKELETON
+        return self.keypoints.skeleton
 
     @property
     def limb_colors(self) -> tuple[tuple[int, int, int], ...]:
         """RGB colour of each limb of `skeleton`."""
-        return CROWDPOSE_LIMB_COLORS if self.crowdpose else COCO_LIMB_COLORS
+        return self.keypoints.limb_colors
 
     @property
     def keypoint_colors(self) -> tuple[tuple[int, int, int], ...]:
         """RGB colour of each keypoint."""
-        return CROWDPOSE_KEYPOINT_COLORS if self.crowdpose else COCO_KEYPOINT_COLORS
+        return self.keypoints.keypoint_colors
 
     @property
     def sigmas(self) -> tuple[float, ...]:
         """OKS sigma of each keypoint."""
-        return CROWDPOSE_SIGMAS if self.crowdpose else COCO_SIGMAS
+        return self.keypoints.sigmas
 
     @property
     def architecture(self) -> str:

@@ -10,6 +10,8 @@ Losses (weights from the variant's `TrainStage`), with P the positives over the 
 - `loss_oks`: 1 - OKS of the proxy keypoints, mean over P;
 - `loss_vis`: BCE of the keypoint visibility logits, mean over P x K;
 - `loss_mle`: DCC negative log-likelihood of the ground truth, visible keypoints, mean over P x K;
+
+(under torch.distributed the three means are over the positives of all processes: see `share`);
 - `loss_bbox_aux` (stage 3): L1 of the raw box outputs against the encoded boxes, summed / num_pos.
 """
 
@@ -79,6 +81,10 @@ def rtmo_losses(
     if stage.use_aux_loss:
         result["loss_bbox_aux"] = zero
     cls_targets = torch.zeros_like(cls_logits)
+    # The per-positive means below are scaled by this process's share of the positives (1 in a
+    # single process): under data parallelism, averaging the processes' gradients then gives
+    # the mean over the global batch's positives, as one process with that batch would.
+    share = len(pos.index) / num_pos
     if len(pos.index):
         pos_boxes = boxes.flatten(0, 1)[pos.index]
         result["loss_bbox"] = losses.iou_square_loss(pos_boxes, pos.boxes) * stage.loss_bbox
@@ -87,16 +93,18 @@ def rtmo_losses(
             result["loss_bbox_aux"] = _aux_box_loss(outputs, pos) * stage.loss_bbox_aux / num_pos
         vis_logits = outputs.kpt_vis_logits.flatten(0, 1)[pos.index]
         result["loss_vis"] = (
-            losses.visibility_loss(vis_logits, pos.visible, pos.visible_weights) * stage.loss_vis
+            losses.visibility_loss(vis_logits, pos.visible, pos.visible_weights)
+            * stage.loss_vis
+            * share
         )
         mle, dcc_keypoints = _mle(outputs, pos, pos_boxes, dcc, backend)
-        result["loss_mle"] = (mle * stage.loss_mle).mean()
+        result["loss_mle"] = (mle * stage.loss_mle).mean() * share
         proxy = keypoints.flatten(0, 1)[pos.index]
         oks_targets, oks_weights, overlaps = pos.keypoints, pos.visible, pos.overlaps
         if stage.proxy_target_cc:
             oks_targets, oks_weights, overlaps = _dcc_targets(proxy, dcc_keypoints, pos, sigmas)
         per_instance = losses.oks_loss(proxy, oks_targets, oks_weights, pos.areas, sigmas)
-        result["loss_oks"] = (per_instance * stage.loss_oks).mean()
+        result["loss_oks"] = (per_instance * stage.loss_oks).mean() * share
         # The assigner's overlaps are float32 (as mmpose's), also in a float64 run.
         cls_targets[pos.index] = overlaps.pow(stage.overlaps_power).to(cls_targets).detach()
     loss_cls = losses.varifocal_loss(cls_logits, cls_targets, pos.cls_weights) * stage.loss_cls
