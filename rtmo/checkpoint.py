@@ -17,6 +17,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rtmo.config import VARIANTS, RTMOConfig, from_name
+from rtmo.config import VARIANTS, KeypointSet, RTMOConfig, from_name
 from rtmo.model import RTMOModel
 
 # numpy arrays pickle as `_reconstruct(ndarray, shape, dtype)` + state. numpy 2 names the module
@@ -68,6 +69,14 @@ def read_state_dict(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
     strips a `module.` prefix. Raises CheckpointError for a file that is truncated or corrupt,
     is not a PyTorch checkpoint, holds no state_dict, or needs `trust_checkpoint=True`.
     """
+    return _read_checkpoint(path, trust_checkpoint)[0]
+
+
+def _read_checkpoint(
+    path: str | os.PathLike, trust_checkpoint: bool
+) -> tuple[dict[str, Tensor], dict | None]:
+    """(state_dict, meta["rtmo"] or None): the record `rtmo train` adds (variant, input size,
+    keypoint set)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
@@ -81,7 +90,9 @@ def read_state_dict(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
     prefix = "module."
     if state and all(k.startswith(prefix) for k in state):
         state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return dict(state)
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    record = meta.get("rtmo") if isinstance(meta, Mapping) else None
+    return dict(state), record if isinstance(record, Mapping) else None
 
 
 def infer_variant(state_dict: Mapping[str, Tensor]) -> str:
@@ -104,7 +115,10 @@ def infer_variant(state_dict: Mapping[str, Tensor]) -> str:
     k = state_dict[_POS_ENC_KEY].shape[0]
     matches = {c.architecture for c in VARIANTS.values() if c.size == size and c.num_keypoints == k}
     if not matches:
-        raise CheckpointError(f"no published RTMO-{size} variant has {k} keypoints")
+        raise CheckpointError(
+            f"no published RTMO-{size} variant has {k} keypoints, and the file does not record "
+            "its keypoint set (checkpoints written by `rtmo train` do)"
+        )
     return matches.pop()
 
 
@@ -118,16 +132,31 @@ def load_model(
 ) -> RTMOModel:
     """An `RTMOModel` in eval mode with the weights of an official checkpoint.
 
-    variant: a name for `rtmo.config.from_name` (e.g. "rtmo-s-coco"); inferred from the shapes
-    when None. A checkpoint that does not fit the variant raises CheckpointError listing the
-    missing, unexpected and mismatched keys and naming the variant it fits.
+    variant: a name for `rtmo.config.from_name` (e.g. "rtmo-s-coco"); when None, the one a
+    checkpoint of `rtmo train` records (with its keypoint set and training input size), else
+    inferred from the shapes. A checkpoint that does not fit the variant raises CheckpointError
+    listing the missing, unexpected and mismatched keys and naming the variant it fits.
     """
-    state = read_state_dict(path, trust_checkpoint)
-    config = from_name(variant) if variant is not None else from_name(infer_variant(state))
+    state, record = _read_checkpoint(path, trust_checkpoint)
+    if variant is None and record is not None:
+        config = _recorded_config(path, record)
+    else:
+        config = from_name(variant) if variant is not None else from_name(infer_variant(state))
     model = RTMOModel(config, use_kernels=use_kernels)
     _check_fits(model, config, state, path)
     model.load_state_dict(state, strict=True)
     return model.eval().to(device)
+
+
+def _recorded_config(path: str | os.PathLike, record: Mapping) -> RTMOConfig:
+    """The config that meta["rtmo"] describes."""
+    try:
+        config = from_name(str(record["variant"])).with_keypoints(
+            KeypointSet.from_dict(record["keypoints"])
+        )
+        return replace(config, input_size=tuple(int(v) for v in record["input_size"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its meta['rtmo'] record is unreadable ({err})") from None
 
 
 def _load(path: Path, trust: bool) -> object:

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not last.is_file():
         raise UsageError(f"--resume: {last} does not exist")
     if not args.resume and last.exists():
-        raise UsageError(f"--out: {args.out} already holds a run; add --resume or pick a new folder")
+        raise UsageError(
+            f"--out: {args.out} already holds a run; add --resume or pick a new folder"
+        )
     from rtmo.train.run import train
 
     try:
@@ -90,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     ap = summary["val_AP"]
     scored = "" if ap is None else f", validation AP {ap:.3f}"
-    print(f"rtmo: trained {summary['epochs']} epochs{scored}; weights in {summary['weights']}",
-          file=sys.stderr)
+    print(
+        f"rtmo: trained {summary['epochs']} epochs{scored}; weights in {summary['weights']}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -100,10 +104,14 @@ def _input_size(text: str) -> tuple[int, int]:
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"expected a side or WxH such as 320 or 416x320, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a side or WxH such as 320 or 416x320, got {text!r}"
+        )
     size = (int(parts[0]), int(parts[1]))
     if any(s < 32 or s % 32 for s in size):
-        raise argparse.ArgumentTypeError(f"sides must be multiples of 32, at least 32, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"sides must be multiples of 32, at least 32, got {text!r}"
+        )
     return size
 
 

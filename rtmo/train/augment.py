@@ -14,21 +14,10 @@ import cv2
 import numpy as np
 
 from rtmo.config import AugmentSettings
+from rtmo.preprocess import letterbox_params
 from rtmo.train.data import Sample
 
 PAD_VALUE = 114  # the canvas colour of mmpose's letterbox, Mosaic and affine
-
-
-def letterbox_matrix(width: int, height: int, size: tuple[int, int]) -> np.ndarray:
-    """The 2x3 warp of mmpose's BottomupResize: aspect ratio kept, the image centred."""
-    out_w, out_h = size
-    ratio = min(out_w / width, out_h / height)
-    return np.array(
-        [
-            [ratio, 0.0, (out_w - ratio * width) / 2],
-            [0.0, ratio, (out_h - ratio * height) / 2],
-        ]
-    )
 
 
 def warp(sample: Sample, matrix: np.ndarray, size: tuple[int, int]) -> Sample:
@@ -69,9 +58,9 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def letterbox(sample: Sample, size: tuple[int, int]) -> Sample:
-    """The long-side fit of the last stage and of evaluation."""
+    """The long-side fit of the last stage: the very warp of prediction (rtmo.preprocess)."""
     height, width = sample.image.shape[:2]
-    return warp(sample, letterbox_matrix(width, height, size), size)
+    return warp(sample, letterbox_params((width, height), size).matrix, size)
 
 
 def mosaic(samples: list[Sample], rng: np.random.Generator, size: tuple[int, int]) -> Sample:
@@ -89,13 +78,19 @@ def mosaic(samples: list[Sample], rng: np.random.Generator, size: tuple[int, int
         matrix = np.array([[ratio, 0.0, left], [0.0, ratio, top]])
         placed = warp(sample, matrix, (2 * w, 2 * h))
         mask = cv2.warpAffine(
-            np.ones(sample.image.shape[:2], np.uint8), matrix, (2 * w, 2 * h), flags=cv2.INTER_NEAREST
+            np.ones(sample.image.shape[:2], np.uint8),
+            matrix,
+            (2 * w, 2 * h),
+            flags=cv2.INTER_NEAREST,
         ).astype(bool)
         canvas[mask] = placed.image[mask]
         parts.append(placed)
     return Sample(
         canvas,
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "keypoints", "visible", "areas")),
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("boxes", "keypoints", "visible", "areas")
+        ),
     )
 
 
@@ -131,7 +126,9 @@ def flip(sample: Sample, flip_indices: tuple[int, ...]) -> Sample:
     keypoints[..., 0] = np.where(visible > 0, width - 1 - keypoints[..., 0], 0.0)
     boxes = sample.boxes.copy()
     boxes[:, [0, 2]] = width - sample.boxes[:, [2, 0]]
-    return Sample(np.ascontiguousarray(sample.image[:, ::-1]), boxes, keypoints, visible, sample.areas)
+    return Sample(
+        np.ascontiguousarray(sample.image[:, ::-1]), boxes, keypoints, visible, sample.areas
+    )
 
 
 def augment(

@@ -94,7 +94,11 @@ class KeypointDataset:
         if image is None:
             return None
         return Sample(
-            image, entry.boxes.copy(), entry.keypoints.copy(), entry.visible.copy(), entry.areas.copy()
+            image,
+            entry.boxes.copy(),
+            entry.keypoints.copy(),
+            entry.visible.copy(),
+            entry.areas.copy(),
         )
 
     def describe(self, index: int) -> str:

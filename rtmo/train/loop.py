@@ -5,7 +5,8 @@ Determinism: the epoch's order comes from (seed, epoch) and each sample's augmen
 (seed, epoch, index), whatever the number of workers or processes, so a run resumed from an epoch
 checkpoint continues bit for bit, and `torchrun` with P processes sees the same global batches as
 one process (each process takes every P-th image of a batch; SyncBatchNorm and the objective's
-process-averaged normalisers make the losses and gradients those of the global batch).
+process-averaged normalisers make the losses and gradients those of the global batch; see
+`rtmo.train.parallel`).
 
 Checkpoints (`last.pth` after every epoch, written whole or not at all) hold mmpose's layout,
 `state_dict` (the EMA weights, what `rtmo predict` and mmpose load) and `meta`, plus what resuming
@@ -34,6 +35,7 @@ from rtmo.config import TrainRecipe
 from rtmo.model import RTMOModel
 from rtmo.train.augment import augment
 from rtmo.train.data import KeypointDataset
+from rtmo.train.parallel import synchronise_batch_norms, world
 
 LAST_CHECKPOINT = "last.pth"
 LOG_FILE = "log.jsonl"
@@ -62,7 +64,9 @@ class AugmentedImages(torch.utils.data.Dataset):
     """The training inputs of one epoch: item i is image i augmented with the generator seeded
     by (seed, epoch, i); None when its image file cannot be decoded."""
 
-    def __init__(self, data: KeypointDataset, size: tuple[int, int], recipe: TrainRecipe, seed: int):
+    def __init__(
+        self, data: KeypointDataset, size: tuple[int, int], recipe: TrainRecipe, seed: int
+    ):
         self.data, self.size, self.recipe, self.seed = data, size, recipe, seed
         self.epoch, self.jitter = 0, True
 
@@ -161,7 +165,9 @@ class _Objective(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]], stage: int) -> dict:
-        return self.model.loss(images, targets, stage)
+        return self.model.loss(
+            images, targets, self.model.config.train_recipe.stage(self.model.config, stage)
+        )
 
 
 class Trainer:
@@ -185,7 +191,7 @@ class Trainer:
     ) -> None:
         self.settings, self.out, self.val, self.val_every = settings, Path(out), val, val_every
         self.recipe = model.config.train_recipe
-        self.world, self.rank = _world()
+        self.world, self.rank = world()
         if settings.batch_size % self.world:
             raise ValueError(
                 f"batch_size {settings.batch_size} must be a multiple of the {self.world} processes"
@@ -197,6 +203,8 @@ class Trainer:
                 f"{settings.batch_size}: lower the batch size"
             )
         self.total_steps = self.steps_per_epoch * settings.epochs
+        if self.world > 1:
+            synchronise_batch_norms(model)  # before the optimizer takes the parameters
         self.model = model.train()
         lr = settings.lr or self.recipe.learning_rate(settings.batch_size)
         self.optimizer = torch.optim.AdamW(param_groups(model, lr, self.recipe), lr=lr)
@@ -207,9 +215,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         objective = _Objective(model)
         if self.world > 1:
-            objective = nn.parallel.DistributedDataParallel(
-                nn.SyncBatchNorm.convert_sync_batchnorm(objective), find_unused_parameters=True
-            )
+            objective = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
         self.objective = objective
 
     def fit(self) -> Path:
@@ -238,7 +244,7 @@ class Trainer:
         bar = _progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}", self.progress)
         for images, targets, missed in self._batches():
             skipped += missed
-            losses = self._step(images, targets, stage)
+            losses = self.train_step(images, targets, stage)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
             if bar is not None:
@@ -258,7 +264,9 @@ class Trainer:
 
     def _batches(self) -> Iterator[tuple[Tensor, list[dict[str, Tensor]], int]]:
         """This process's share of each global batch of the epoch."""
-        order = np.random.default_rng([self.settings.seed, self.epoch]).permutation(len(self.images))
+        order = np.random.default_rng([self.settings.seed, self.epoch]).permutation(
+            len(self.images)
+        )
         size = self.settings.batch_size
         batches = [
             order[s * size : (s + 1) * size][self.rank :: self.world].tolist()
@@ -272,7 +280,7 @@ class Trainer:
                 images = torch.zeros(0, 3, *self.settings.input_size[::-1])
             yield images, targets, missed
 
-    def _step(self, images: Tensor, targets: list[dict[str, Tensor]], stage: int) -> dict:
+    def train_step(self, images: Tensor, targets: list[dict[str, Tensor]], stage: int) -> dict:
         factor = lr_factor(self.step, self.total_steps, self.recipe)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
@@ -356,12 +364,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 def _progress_bar(total: int, label: str, enabled: bool):

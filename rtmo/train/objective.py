@@ -107,6 +107,11 @@ def rtmo_losses(
         result["loss_oks"] = (per_instance * stage.loss_oks).mean() * share
         # The assigner's overlaps are float32 (as mmpose's), also in a float64 run.
         cls_targets[pos.index] = overlaps.pow(stage.overlaps_power).to(cls_targets).detach()
+    elif _distributed():
+        # No positive here, but the DCC's BatchNorm sums its statistics over all processes in
+        # the forward and the backward: this process must take part, with an empty batch.
+        empty_mle, _ = _mle(outputs, pos, boxes.flatten(0, 1)[pos.index], dcc, backend)
+        result["loss_mle"] = empty_mle.sum()
     loss_cls = losses.varifocal_loss(cls_logits, cls_targets, pos.cls_weights) * stage.loss_cls
     result["loss_cls"] = loss_cls / num_pos
     return result
@@ -220,9 +225,13 @@ def _aux_box_loss(outputs: TrainOutputs, pos: PositiveTargets) -> Tensor:
     return losses.l1_loss(raw, encoded)
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _mean_over_processes(value: Tensor) -> Tensor:
     """The mean of `value` over the processes of torch.distributed (itself when not running)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _distributed():
         return value
     value = value.clone()
     dist.all_reduce(value.div_(dist.get_world_size()))

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from rtmo.config import from_name
 from rtmo.model import RTMOModel
 from rtmo.train.data import KeypointDataset
 from rtmo.train.loop import LAST_CHECKPOINT, Trainer, TrainSettings, save_checkpoint
+from rtmo.train.parallel import start_processes
 
 FINAL_WEIGHTS = "model.pth"
 
@@ -50,7 +50,7 @@ def train(
     the checkpoint keys rebuilt for a new keypoint set}. Raises DatasetError (a ValueError) for
     unusable data and CheckpointError for a checkpoint of another architecture.
     """
-    _start_processes()
+    start_processes()
     train_set = KeypointDataset(data, images, tuple(sigmas) if sigmas else None)
     val_set = None
     if val is not None:
@@ -60,7 +60,9 @@ def train(
     config = from_name(model).with_keypoints(train_set.keypoints)
     size = tuple(input_size or config.input_size)
     net, rebuilt = build_model(replace(config, input_size=size), checkpoint, trust_checkpoint)
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, input_size=size, seed=seed, lr=lr)
+    settings = TrainSettings(
+        epochs=epochs, batch_size=batch_size, input_size=size, seed=seed, lr=lr
+    )
     trainer = Trainer(
         net,
         train_set,
@@ -78,7 +80,8 @@ def train(
     weights = Path(out) / FINAL_WEIGHTS
     if trainer.rank == 0:
         save_checkpoint(
-            weights, {"meta": {"rtmo": model_meta(net)}, "state_dict": trainer.ema.model.state_dict()}
+            weights,
+            {"meta": {"rtmo": model_meta(net)}, "state_dict": trainer.ema.model.state_dict()},
         )
     val_ap = trainer.validate().get("val_AP") if val_set is not None else None
     return {"weights": weights, "epochs": epochs, "val_AP": val_ap, "rebuilt": rebuilt}
@@ -123,9 +126,3 @@ def build_model(
 def _read_run(path: Path) -> dict[str, Any]:
     """A run's last.pth: tensors, numbers and strings only, loaded without executing code."""
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _start_processes() -> None:
-    """Joins the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
