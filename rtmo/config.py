@@ -238,9 +238,12 @@ class TrainRecipe:
     run, so that a run of any length keeps the official proportions.
 
     Taken as published: AdamW (weight decay 0.05, none on norms and biases, the neck's encoder at
-    0.05 x the learning rate), gradients clipped at norm 0.1, quadratic warm-up for 5/600 of the
-    run, the stage switches at 280/600 and 580/600, the augmentation ranges. Changed for short
-    runs, each with its reason:
+    0.05 x the learning rate), gradients clipped at norm 0.1, a quadratic warm-up, the stage
+    switches at 280/600 and 580/600, the augmentation ranges. Changed for short runs, each with
+    its reason:
+    - the warm-up lasts 5/600 of the run but at least 200 steps (at most a tenth of the run):
+      from random weights, AdamW at full rate in the first steps drives the heads' BatchNorm
+      statistics far off;
     - the learning rate scales with the square root of batch / 256, not linearly: at a batch of
       16 the linear rule gives 2.5e-4, which leaves a run of a few thousand steps far from
       converged; AdamW's update size does not grow with the batch the way SGD's does;
@@ -249,12 +252,7 @@ class TrainRecipe:
     - the EMA averages over at most a tenth of the run (momentum >= 10 / steps): mmpose's 2e-4
       averages over 5000 steps, longer than a short run, and would keep the weights of its start;
     - Mosaic on half the stage-1/2 samples instead of all: a mosaic shows people at half their
-      size, and on the procedural data most people are already small;
-    - `first_stage_mle_weight`: the MLE weight before the switch, 1e-2 for every size (mmpose's
-      for m and l; t and s use 1.0). The MLE loss moves the boxes its bins hang on, and at 1.0 it
-      outweighs the IoU loss on young boxes. Measured on one image, 100 steps: with 1.0 the IoU
-      loss of the positives stayed at 4.8 of 5 (box IoU about 0.2, one box 5x too wide); with
-      1e-2 it fell to 0.86 (IoU about 0.9).
+      size, and on the procedural data most people are already small.
     """
 
     base_lr: float = 4e-3
@@ -267,14 +265,6 @@ class TrainRecipe:
     ema_momentum: float = 2e-4
     ema_gamma: float = 2000.0
     augment: AugmentSettings = AugmentSettings(mosaic_prob=0.5)
-    first_stage_mle_weight: float | None = 1e-2  # None: the variant's
-
-    def stage(self, config: RTMOConfig, stage: int) -> TrainStage:
-        """The objective's settings of `stage` in this recipe."""
-        settings = config.train_stage(stage)
-        if stage == 1 and self.first_stage_mle_weight is not None:
-            settings = replace(settings, loss_mle=self.first_stage_mle_weight)
-        return settings
 
     def learning_rate(self, batch_size: int) -> float:
         return self.base_lr * (batch_size / self.base_batch) ** 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rtmo.config import RTMOConfig, TrainStage
+from rtmo.config import RTMOConfig
 from rtmo.model.backbone import CSPDarknet
 from rtmo.model.head import DenseOutputs, RTMOHead
 from rtmo.model.layers import fuse_conv_bn_modules
@@ -38,7 +38,7 @@ class RTMOModel(nn.Module):
         self,
         images: Tensor,
         targets: list[dict[str, Tensor]],
-        stage: int | TrainStage = 1,
+        stage: int = 1,
         backend: str = "auto",
     ) -> dict[str, Tensor]:
         """RTMO's training losses on a batch, equal to mmpose 1.3.2's `RTMOHead.loss`.
@@ -48,8 +48,7 @@ class RTMOModel(nn.Module):
         (n, K, 2), "keypoints_visible" (n, K) in 0..1 and optionally "areas" (n,) (default the
         box area), "keypoints_visible_weights" (n, K), "invalid_mask" (H, W); n = 0 is valid
         (see `rtmo.train.targets`). `stage` 1, 2 or 3 of RTMO's schedule picks the variant's
-        `config.train_stage(stage)`; a `TrainStage` gives the settings directly. `backend` is the
-        MLE kernel's (`rtmo_kernels.dcc_mle_loss`).
+        `config.train_stage(stage)`. `backend` is the MLE kernel's (`rtmo_kernels.dcc_mle_loss`).
 
         Returns the weighted scalar losses "loss_cls", "loss_bbox", "loss_oks", "loss_vis",
         "loss_mle" and, in stage 3, "loss_bbox_aux"; their sum is the training objective. The
@@ -60,7 +59,7 @@ class RTMOModel(nn.Module):
         from rtmo.train.targets import check_targets
 
         _check_images(images)
-        train_stage = stage if isinstance(stage, TrainStage) else self.config.train_stage(stage)
+        train_stage = self.config.train_stage(stage)
         truth = check_targets(targets, images, self.config.num_keypoints)
         if self.head.dcc.query_weight is not None:
             raise RuntimeError("a reparameterize()d model cannot be trained: load it again")

@@ -123,9 +123,7 @@ def param_groups(model: nn.Module, lr: float, recipe: TrainRecipe) -> list[dict[
 
 def lr_factor(step: int, total: int, recipe: TrainRecipe) -> float:
     """The learning rate at `step` of `total` as a fraction of the peak: quadratic warm-up, then
-    one cosine down to `min_lr_ratio`. The warm-up lasts the recipe's fraction of the run but at
-    least 200 steps (at most a tenth of the run): from random weights, AdamW at full rate in the
-    first steps drives the heads' BatchNorm statistics far off."""
+    one cosine down to `min_lr_ratio` (see TrainRecipe)."""
     warmup = min(max(recipe.warmup_fraction * total, 200), total / 10)
     if step < warmup:
         return ((step + 1) / warmup) ** 2
@@ -165,9 +163,7 @@ class _Objective(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]], stage: int) -> dict:
-        return self.model.loss(
-            images, targets, self.model.config.train_recipe.stage(self.model.config, stage)
-        )
+        return self.model.loss(images, targets, stage)
 
 
 class Trainer:

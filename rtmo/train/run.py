@@ -14,8 +14,9 @@ import torch
 
 from rtmo.config import from_name
 from rtmo.model import RTMOModel
+from rtmo.train.curve import CURVE_FILE, plot_training_curve
 from rtmo.train.data import KeypointDataset
-from rtmo.train.loop import LAST_CHECKPOINT, Trainer, TrainSettings, save_checkpoint
+from rtmo.train.loop import LAST_CHECKPOINT, LOG_FILE, Trainer, TrainSettings, save_checkpoint
 from rtmo.train.parallel import start_processes
 
 FINAL_WEIGHTS = "model.pth"
@@ -44,7 +45,8 @@ def train(
 ) -> dict[str, Any]:
     """Trains `model` (or fine-tunes `checkpoint`) on a COCO keypoint dataset; writes
     `out`/last.pth after every epoch, `out`/log.jsonl and, at the end, `out`/model.pth (the EMA
-    weights with their keypoint set and input size, what `RTMO.from_checkpoint` loads).
+    weights with their keypoint set and input size, what `RTMO.from_checkpoint` loads) and
+    `out`/curve.png (the training curve).
 
     Returns {"weights": path, "epochs", "val_AP" (None without a validation set), "rebuilt":
     the checkpoint keys rebuilt for a new keypoint set}. Raises DatasetError (a ValueError) for
@@ -79,6 +81,7 @@ def train(
     trainer.fit()
     weights = Path(out) / FINAL_WEIGHTS
     if trainer.rank == 0:
+        plot_training_curve(Path(out) / LOG_FILE, Path(out) / CURVE_FILE)
         save_checkpoint(
             weights,
             {"meta": {"rtmo": model_meta(net)}, "state_dict": trainer.ema.model.state_dict()},
