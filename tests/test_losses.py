@@ -19,7 +19,8 @@ from loss_fixtures import (
 from torch import nn
 
 import rtmo_kernels.reference.dcc_mle_loss as mle_reference
-from rtmo.train import losses
+from rtmo.train import losses, objective
+from rtmo.train.objective import assign_batch
 
 # Loss values: the issue's bound. mmpose's own float32 run is within 5e-5 of its float64 values
 # (the largest: loss_mle, whose softmax over 192/256 bins sums in float32).
@@ -249,6 +250,57 @@ def test_batchnorm_follows_the_module_mode(small):
         assert not torch.equal(bn.running_mean, before)
     finally:
         bn.running_mean.copy_(before)
+        frozen_bn_train_mode(model)
+
+
+def _tiny_person(person: dict) -> dict:
+    """The person shrunk to an 8 x 8 box: the assigner gives it a single positive prior."""
+    box = torch.tensor([[40.0, 40.0, 48.0, 48.0]])
+    keypoints = person["keypoints"]
+    keypoints = (keypoints - keypoints.mean(dim=1, keepdim=True)) * 0.05 + 44.0
+    return {**person, "boxes": box, "keypoints": keypoints, "areas": torch.tensor([64.0])}
+
+
+@pytest.mark.parametrize("num_positives", [0, 1, 2])
+def test_train_mode_with_few_positives(small, num_positives, monkeypatch):
+    """Every BatchNorm on the batch; one tiny person per image, or none. The DCC sees only the
+    positives: with two its BatchNorm learns from them; a single one (no batch variance; mmpose
+    1.3.2 fails there) is normalised with the running statistics, as in eval mode, and leaves
+    them unchanged; with none the DCC is unused."""
+    model, images, person = small
+    tiny = _tiny_person(person)
+    targets = [tiny] * num_positives + [_empty()] * (2 - num_positives)
+    counted = []
+
+    def counting_assign_batch(*args):
+        positives = assign_batch(*args)
+        counted.append(len(positives.index))
+        return positives
+
+    monkeypatch.setattr(objective, "assign_batch", counting_assign_batch)
+    dcc_bn = model.head.dcc.pose_to_kpts[1]
+    saved = {key: value.clone() for key, value in model.state_dict().items()}
+    try:
+        model.train()
+        model.zero_grad()
+        result = model.loss(images, targets, stage=2)
+        sum(result.values()).backward()
+        assert counted == [num_positives]
+        assert all(math.isfinite(v.item()) for v in result.values())
+        for name, param in model.named_parameters():
+            assert param.grad is None or torch.isfinite(param.grad).all(), name
+        moved = not torch.equal(dcc_bn.running_mean, saved["head.dcc.pose_to_kpts.1.running_mean"])
+        assert moved == (num_positives == 2)
+        assert (result["loss_mle"].item() != 0) == (num_positives > 0)
+        if num_positives == 1:
+            assert dcc_bn.weight.grad.abs().sum() > 0
+            dcc_bn.eval()
+            with torch.no_grad():
+                on_running_stats = model.loss(images, targets, stage=2)
+            for name, value in result.items():
+                torch.testing.assert_close(value, on_running_stats[name], rtol=0, atol=0)
+    finally:
+        model.load_state_dict(saved)
         frozen_bn_train_mode(model)
 
 

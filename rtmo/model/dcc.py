@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rtmo_kernels
@@ -127,8 +128,30 @@ class DCC(nn.Module):
 
     def keypoint_features(self, pose_vecs: Tensor) -> Tensor:
         """pose_vecs (N, C) -> keypoint features (N, K, feat_channels)."""
-        feats = self.pose_to_kpts(pose_vecs).reshape(-1, self.num_keypoints, self.feat_channels)
+        feats = self._project_pose(pose_vecs).reshape(-1, self.num_keypoints, self.feat_channels)
         return self.gau(feats, self.pos_enc)
+
+    def _project_pose(self, pose_vecs: Tensor) -> Tensor:
+        """`pose_to_kpts`; in training, a single row is normalised with the BatchNorm's running
+        statistics (as in eval mode) and leaves them unchanged.
+
+        The loss runs the DCC on the positives only, so a batch with exactly one positive gives
+        one row, which has no batch variance: PyTorch's BatchNorm refuses it in training, and
+        mmpose 1.3.2's RTMOHead.loss fails there. Two rows or more take the batch statistics.
+        """
+        bn = self.pose_to_kpts[-1]
+        if not (isinstance(bn, nn.BatchNorm1d) and bn.training and pose_vecs.shape[0] == 1):
+            return self.pose_to_kpts(pose_vecs)
+        projected = self.pose_to_kpts[0](pose_vecs)
+        return F.batch_norm(
+            projected,
+            bn.running_mean,
+            bn.running_var,
+            bn.weight,
+            bn.bias,
+            training=False,
+            eps=bn.eps,
+        )
 
     def queries(self, feats: Tensor) -> tuple[Tensor, Tensor]:
         """Folds x_fc/y_fc into the keypoint features: <f, W phi + b> = <W^T f, phi> + const.

@@ -52,7 +52,9 @@ class RTMOModel(nn.Module):
 
         Returns the weighted scalar losses "loss_cls", "loss_bbox", "loss_oks", "loss_vis",
         "loss_mle" and, in stage 3, "loss_bbox_aux"; their sum is the training objective. The
-        head computes what training needs whatever the module mode; BatchNorm follows the mode.
+        head computes what training needs whatever the module mode; BatchNorm follows the mode
+        (in training, the DCC's takes its running statistics when the batch has a single
+        positive, where mmpose fails: `DCC._project_pose`).
         """
         # Imported here: rtmo.train builds on rtmo.model's modules, which import this file.
         from rtmo.train.objective import rtmo_losses

@@ -2,7 +2,8 @@
 instance (and block of keypoints in the forward).
 
 The bins are walked in tiles of BLOCK_B with the encodings built in registers by angle addition,
-as in dcc_decode's kernel (its `_cos_sin`, `_frequencies` and rotation tables). Per tile:
+as in dcc_decode's kernel (its `_cos_sin`, `_frequencies` and rotation tables). Both passes walk
+the tiles the same way (`_tile_anchor`, `_bin_tile`: the encodings, logits and targets). Per tile:
 - forward: logits = two tl.dot of the queries' cos and sin halves with the tile's phi, clamped,
   folded into an online softmax with the target-weighted sum; only (max, sum, P) per keypoint and
   axis, the keypoints and the nll are stored.
@@ -76,6 +77,12 @@ def triton_config(num_keypoints: int, dim: int, backward: bool) -> TritonConfig:
 
 
 @triton.jit
+def _rotate(cos, sin, by_cos, by_sin):
+    """Angle addition: (cos, sin) of the angle turned by the rotation (by_cos, by_sin)."""
+    return cos * by_cos - sin * by_sin, sin * by_cos + cos * by_sin
+
+
+@triton.jit
 def _rotation_tables(step, w, offs_t, BLOCK_F: tl.constexpr, LOG2_BLOCK_B: tl.constexpr):  # noqa: N803
     """Rotation by t bins (t < BLOCK_B) per frequency, one exact rotation per bit of t."""
     table_cos = tl.full((BLOCK_F, 1 << LOG2_BLOCK_B), 1.0, tl.float32)
@@ -85,10 +92,45 @@ def _rotation_tables(step, w, offs_t, BLOCK_F: tl.constexpr, LOG2_BLOCK_B: tl.co
         bit_set = ((offs_t >> b) & 1)[None, :] != 0
         rc = tl.where(bit_set, rot_cos[:, None], 1.0)
         rs = tl.where(bit_set, rot_sin[:, None], 0.0)
-        next_cos = table_cos * rc - table_sin * rs
-        table_sin = table_sin * rc + table_cos * rs
-        table_cos = next_cos
+        table_cos, table_sin = _rotate(table_cos, table_sin, rc, rs)
     return table_cos, table_sin
+
+
+@triton.jit
+def _bin_walk(step, w, offs_t, BLOCK_F: tl.constexpr, LOG2_BLOCK_B: tl.constexpr):  # noqa: N803
+    """What the walk over the bins rotates by: the tables within a tile (`_rotation_tables`) and
+    the rotation by a whole tile, which advances the anchor from one tile to the next."""
+    table_cos, table_sin = _rotation_tables(step, w, offs_t, BLOCK_F, LOG2_BLOCK_B)
+    tile_cos, tile_sin = _cos_sin(((1 << LOG2_BLOCK_B) * step) * w)
+    return table_cos, table_sin, tile_cos, tile_sin
+
+
+@triton.jit
+def _tile_anchor(
+    anchor_cos,
+    anchor_sin,
+    first_bin,
+    rel0,
+    step,
+    offs_f,
+    num_freqs,
+    log_temperature,
+    REANCHOR_BINS: tl.constexpr,  # noqa: N803
+):
+    """The encoding (per frequency) of the tile's first bin: the previous tile's anchor advanced by
+    a tile, computed exactly again every REANCHOR_BINS bins (and on the first tile) so the float32
+    rotations do not drift."""
+    if first_bin % REANCHOR_BINS == 0:
+        w_anchor = _frequencies(offs_f, num_freqs, log_temperature)
+        anchor_cos, anchor_sin = _cos_sin((rel0 + first_bin * step) * w_anchor)
+    return anchor_cos, anchor_sin
+
+
+@triton.jit
+def _encoding_dot(a_cos, a_sin, phi_cos, phi_sin):
+    """<a, phi> (K, B) of the keypoints' (K, F) halves with the bins' encodings (F, B)."""
+    dot = tl.dot(a_cos, phi_cos, input_precision="tf32x3")
+    return tl.dot(a_sin, phi_sin, acc=dot, input_precision="tf32x3")
 
 
 @triton.jit
@@ -157,6 +199,32 @@ def _target(offset0, rate, inv_sigma, bin_offset):
 
 
 @triton.jit
+def _bin_tile(
+    q_cos,
+    q_sin,
+    anchor_cos,
+    anchor_sin,
+    table_cos,
+    table_sin,
+    first_bin,
+    offs_t,
+    step,
+    offset0,
+    rate,
+    inv_sigma,
+):
+    """The tile of bins from `first_bin`, the anchor being its first bin's encoding: the bins'
+    encodings phi (cos and sin halves, F x B), the logits <q, phi> before the clamp (K, B), the
+    bin indices (B,) and the targets of `_target` (K, B)."""
+    phi_cos, phi_sin = _rotate(anchor_cos[:, None], anchor_sin[:, None], table_cos, table_sin)
+    raw = _encoding_dot(q_cos, q_sin, phi_cos, phi_sin)
+    bins = first_bin + offs_t
+    bin_offset = (bins.to(tl.float64) * step).to(tl.float32)
+    signed, distance, target = _target(offset0, rate, inv_sigma, bin_offset)
+    return phi_cos, phi_sin, raw, bins, signed, distance, target
+
+
+@triton.jit
 def _forward_axis(
     query_ptr,
     boxes_ptr,
@@ -207,8 +275,7 @@ def _forward_axis(
         stride_tk, stride_tc, stride_sn, stride_sk, stride_an, padding, AXIS,
     )  # fmt: skip
     w = _frequencies(offs_f, num_freqs, log_temperature)
-    table_cos, table_sin = _rotation_tables(step, w, offs_t, BLOCK_F, LOG2_BLOCK_B)
-    tile_cos, tile_sin = _cos_sin((BLOCK_B * step) * w)
+    table_cos, table_sin, tile_cos, tile_sin = _bin_walk(step, w, offs_t, BLOCK_F, LOG2_BLOCK_B)
     anchor_cos = tl.zeros((BLOCK_F,), tl.float32)
     anchor_sin = tl.zeros((BLOCK_F,), tl.float32)
 
@@ -217,20 +284,16 @@ def _forward_axis(
     run_target = tl.zeros((BLOCK_K,), tl.float32)
     run_index = tl.zeros((BLOCK_K,), tl.float32)
     for first_bin in range(0, num_bins, BLOCK_B):
-        if first_bin % REANCHOR_BINS == 0:
-            w_anchor = _frequencies(offs_f, num_freqs, log_temperature)
-            anchor_cos, anchor_sin = _cos_sin((rel0 + first_bin * step) * w_anchor)
-        ac = anchor_cos[:, None]
-        as_ = anchor_sin[:, None]
-        phi_cos = ac * table_cos - as_ * table_sin
-        phi_sin = as_ * table_cos + ac * table_sin
-        logits = tl.dot(q_cos, phi_cos, input_precision="tf32x3")
-        logits = tl.dot(q_sin, phi_sin, acc=logits, input_precision="tf32x3")
-        logits = tl.minimum(tl.maximum(logits, -_LOGIT_CLAMP), _LOGIT_CLAMP)
-        bins = first_bin + offs_t
+        anchor_cos, anchor_sin = _tile_anchor(
+            anchor_cos, anchor_sin, first_bin, rel0, step, offs_f, num_freqs, log_temperature,
+            REANCHOR_BINS,
+        )  # fmt: skip
+        _, _, raw, bins, _, _, target = _bin_tile(
+            q_cos, q_sin, anchor_cos, anchor_sin, table_cos, table_sin, first_bin, offs_t, step,
+            offset0, rate, inv_sigma,
+        )  # fmt: skip
+        logits = tl.minimum(tl.maximum(raw, -_LOGIT_CLAMP), _LOGIT_CLAMP)
         logits = tl.where((bins < num_bins)[None, :], logits, float("-inf"))
-        bin_offset = (bins.to(tl.float64) * step).to(tl.float32)
-        _, _, target = _target(offset0, rate, inv_sigma, bin_offset)
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
         scale = tl.exp(run_max - new_max)  # 0 on the first tile (run_max = -inf)
         e = tl.exp(logits - new_max[:, None])
@@ -238,9 +301,7 @@ def _forward_axis(
         run_target = run_target * scale + tl.sum(e * target, axis=1)
         run_index = run_index * scale + tl.sum(e * bins.to(tl.float32)[None, :], axis=1)
         run_max = new_max
-        rotated_cos = anchor_cos * tile_cos - anchor_sin * tile_sin
-        anchor_sin = anchor_sin * tile_cos + anchor_cos * tile_sin
-        anchor_cos = rotated_cos
+        anchor_cos, anchor_sin = _rotate(anchor_cos, anchor_sin, tile_cos, tile_sin)
 
     norm = run_sum.to(tl.float64) + _SOFTMAX_EPS
     likelihood = (run_target.to(tl.float64) / norm).to(tl.float32)
@@ -373,8 +434,7 @@ def _backward_axis(
     # q' = [w q_sin, -w q_cos]: <q', phi(r)> = d/dr <q, phi(r)>.
     slope_cos = q_sin * w32
     slope_sin = -q_cos * w32
-    table_cos, table_sin = _rotation_tables(step, w, offs_t, BLOCK_F, LOG2_BLOCK_B)
-    tile_cos, tile_sin = _cos_sin((BLOCK_B * step) * w)
+    table_cos, table_sin, tile_cos, tile_sin = _bin_walk(step, w, offs_t, BLOCK_F, LOG2_BLOCK_B)
     anchor_cos = tl.zeros((BLOCK_F,), tl.float32)
     anchor_sin = tl.zeros((BLOCK_F,), tl.float32)
 
@@ -390,24 +450,19 @@ def _backward_axis(
     bin_sum = tl.zeros((BLOCK_B,), tl.float32)
     bin_unit_sum = tl.zeros((BLOCK_B,), tl.float32)
     for first_bin in range(0, num_bins, BLOCK_B):
-        if first_bin % REANCHOR_BINS == 0:
-            w_anchor = _frequencies(offs_f, num_freqs, log_temperature)
-            anchor_cos, anchor_sin = _cos_sin((rel0 + first_bin * step) * w_anchor)
-        ac = anchor_cos[:, None]
-        as_ = anchor_sin[:, None]
-        phi_cos = ac * table_cos - as_ * table_sin
-        phi_sin = as_ * table_cos + ac * table_sin
-        raw = tl.dot(q_cos, phi_cos, input_precision="tf32x3")
-        raw = tl.dot(q_sin, phi_sin, acc=raw, input_precision="tf32x3")
-        slope = tl.dot(slope_cos, phi_cos, input_precision="tf32x3")
-        slope = tl.dot(slope_sin, phi_sin, acc=slope, input_precision="tf32x3")
-        bins = first_bin + offs_t
+        anchor_cos, anchor_sin = _tile_anchor(
+            anchor_cos, anchor_sin, first_bin, rel0, step, offs_f, num_freqs, log_temperature,
+            REANCHOR_BINS,
+        )  # fmt: skip
+        phi_cos, phi_sin, raw, bins, signed, distance, target = _bin_tile(
+            q_cos, q_sin, anchor_cos, anchor_sin, table_cos, table_sin, first_bin, offs_t, step,
+            offset0, rate, inv_sigma,
+        )  # fmt: skip
+        slope = _encoding_dot(slope_cos, slope_sin, phi_cos, phi_sin)
         valid = mask_k[:, None] & (bins < num_bins)[None, :]
         inside = valid & (raw <= _LOGIT_CLAMP) & (raw >= -_LOGIT_CLAMP)
         logits = tl.minimum(tl.maximum(raw, -_LOGIT_CLAMP), _LOGIT_CLAMP)
         prob = tl.exp(logits - row_max[:, None]) * inv_norm[:, None]
-        bin_offset = (bins.to(tl.float64) * step).to(tl.float32)
-        signed, distance, target = _target(offset0, rate, inv_sigma, bin_offset)
         weighted = tl.where(valid, prob * target * grad_likelihood[:, None], 0.0)
         alpha = tl.where(inside, (target - likelihood[:, None]) * prob, 0.0)
         alpha = alpha * grad_likelihood[:, None]
@@ -421,9 +476,7 @@ def _backward_axis(
         unit = (-0.5 + bins.to(tl.float64) / (num_bins - 1)).to(tl.float32)
         bin_sum += bin_grads
         bin_unit_sum += bin_grads * unit
-        rotated_cos = anchor_cos * tile_cos - anchor_sin * tile_sin
-        anchor_sin = anchor_sin * tile_cos + anchor_cos * tile_sin
-        anchor_cos = rotated_cos
+        anchor_cos, anchor_sin = _rotate(anchor_cos, anchor_sin, tile_cos, tile_sin)
 
     mask_q = mask_k[:, None] & (offs_f < num_freqs)[None, :]
     out = grad_query_ptr + row[:, None] * dim + offs_f[None, :]
