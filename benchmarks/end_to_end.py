@@ -15,6 +15,10 @@ Rows (each on the same deterministic random weights with the same planted crowd)
   openvino     the raw-head export compiled by OpenVINO for the CPU (fp32), post-process on
                rtmo's kernels.
   openvino-bf16  the same in bfloat16 (CPUs with AVX512-BF16/AMX only).
+  bf16         the kernels row with the dense network in bfloat16 (`rtmo.precision.to_precision`:
+               weights converted once, channels_last, oneDNN; the DCC and the post-process in
+               float32): what `RTMO(..., dtype="bf16")` runs. On the CPU only where it has native
+               bfloat16 (AVX512-BF16/AMX).
   cuda-graph   (CUDA only) the kernels row's network + post-process replayed from one CUDA graph.
 
 Stages of one pipeline run: preprocess (letterbox of every frame, mmpose's BottomupResize, into a
@@ -47,6 +51,7 @@ from benchmarks.synthetic import build_model, crowd_frame, plant_crowd
 from rtmo.config import from_name
 from rtmo.model import RTMOModel
 from rtmo.model.postprocess import postprocess_padded, split_predictions
+from rtmo.precision import bf16_support, to_precision
 
 ROWS = (
     "kernels",
@@ -56,6 +61,7 @@ ROWS = (
     "ort-dense",
     "openvino",
     "openvino-bf16",
+    "bf16",
     "cuda-graph",
 )
 # Rows that run a raw-head export: the dense network in a runtime, the post-process on our kernels.
@@ -109,18 +115,43 @@ def _fused_model(variant: str, use_kernels: bool, case: CaseSettings) -> RTMOMod
     return plant_crowd(model, case.people, case.candidates, case.input_size, case.seed)
 
 
-def _eager_row(key: str, model: RTMOModel, max_det: int) -> Row:
-    size_of = _input_size_of
+def _eager_post(model: RTMOModel, max_det: int) -> Callable[[Any, Tensor], list]:
+    """The eager post-process of `model`'s dense outputs (its kernels or the reference)."""
 
     def post(dense: Any, batch: Tensor) -> list[dict[str, Tensor]]:
+        size = _input_size_of(batch)
         padded = postprocess_padded(
-            dense, model.head.dcc, size_of(batch), 0.1, 0.65, max_det, model.use_kernels, "auto"
+            dense, model.head.dcc, size, 0.1, 0.65, max_det, model.use_kernels, "auto"
         )
         return split_predictions(padded)
 
+    return post
+
+
+def _eager_row(key: str, model: RTMOModel, max_det: int) -> Row:
     kernels = "fused kernels" if model.use_kernels else "rtmo_kernels.reference"
     settings = f"eager, fused, channels_last, post-process: {kernels}"
-    return Row(key, settings, partial(_forward, model), post)
+    return Row(key, settings, partial(_forward, model), _eager_post(model, max_det))
+
+
+def _bf16_row(model: RTMOModel, case: CaseSettings) -> Row:
+    net = to_precision(model, torch.device(case.device), torch.bfloat16)
+    settings = (
+        "eager, fused, bfloat16 dense network (weights converted once, channels_last), DCC and "
+        "post-process in float32 with fused kernels"
+    )
+    return Row("bf16", settings, partial(_forward_bf16, net), _eager_post(net, case.max_det))
+
+
+def _forward_bf16(model: RTMOModel, batch: Tensor) -> Any:
+    return model(batch.to(torch.bfloat16, memory_format=torch.channels_last))
+
+
+def _bf16_row_unavailable(device: str) -> str | None:
+    """Why the bf16 row cannot run here, or None."""
+    if torch.device(device).type == "cpu" and bf16_support() is None:
+        return "this CPU has no native bfloat16 (AVX512-BF16/AMX)"
+    return None
 
 
 def _input_size_of(batch: Tensor) -> tuple[int, int]:
@@ -316,6 +347,12 @@ def build_rows(
                 skipped[key] = reason
                 continue
             row = _dense_row(key, model_for(True), case, workdir)
+        elif key == "bf16":
+            reason = _bf16_row_unavailable(case.device)
+            if reason:
+                skipped[key] = reason
+                continue
+            row = _bf16_row(model_for(True), case)
         elif key == "cuda-graph":
             if not is_cuda:
                 skipped[key] = "CUDA only"

@@ -19,6 +19,7 @@ ROW_LABELS = {
     "ort-dense": "(f) onnxruntime dense + rtmo kernels",
     "openvino": "(g) OpenVINO dense + rtmo kernels",
     "openvino-bf16": "(h) OpenVINO bf16 dense + rtmo kernels",
+    "bf16": "(i) rtmo kernels, bf16 dense network",
 }
 SHORT_LABELS = {
     "kernels": "(a) kernels",
@@ -29,6 +30,7 @@ SHORT_LABELS = {
     "ort-dense": "(f) ort+k",
     "openvino": "(g) ov+k",
     "openvino-bf16": "(h) ov bf16+k",
+    "bf16": "(i) bf16",
 }
 
 
@@ -138,6 +140,7 @@ def evaluate_targets(result: dict) -> list[dict[str, Any]]:
                 "pass": ok,
             }
         )
+    targets += _bf16_targets(result)
     readiness = result.get("gpu_readiness")
     if readiness:
         targets.append(
@@ -145,6 +148,32 @@ def evaluate_targets(result: dict) -> list[dict[str, Any]]:
                 "target": "4. fullgraph compile, no host sync, bounded post-process launches",
                 "measured": readiness["summary"],
                 "pass": readiness["passed"],
+            }
+        )
+    return targets
+
+
+def _bf16_targets(result: dict) -> list[dict[str, Any]]:
+    """RTMO-s bf16 end to end: >= 1.6x onnxruntime (float32), AP within 0.5 points of the
+    float32 kernels row (when the AP was measured)."""
+    targets = []
+    for case in result.get("end_to_end", {}).get("cases", []):
+        rows = {r["key"]: r for r in case["rows"]}
+        if not case["variant"].startswith("rtmo-s") or "bf16" not in rows:
+            continue
+        ort = rows.get("onnxruntime", {}).get("total", {}).get("median_ms")
+        speedup = ort / rows["bf16"]["total"]["median_ms"] if ort else None
+        aps = [(rows.get(k) or {}).get("accuracy") or {} for k in ("kernels", "bf16")]
+        drop = None
+        if all(ap.get("AP") is not None for ap in aps):
+            drop = 100 * (aps[0]["AP"] - aps[1]["AP"])
+        targets.append(
+            {
+                "target": f"6. bf16 end to end {case['variant']} batch {case['batch']}: >=1.6x "
+                "onnxruntime (float32), AP within 0.5 points of (a)",
+                "measured": f"{_ratio(speedup)} onnxruntime; AP "
+                + ("not measured" if drop is None else f"{drop:.2f} points below (a)"),
+                "pass": None if speedup is None or drop is None else speedup >= 1.6 and drop <= 0.5,
             }
         )
     return targets
@@ -230,7 +259,8 @@ def end_to_end_md(result: dict) -> list[str]:
         "",
         f"Each image: a {first['frame_size'][0]}x{first['frame_size'][1]} synthetic crowd frame "
         f"with {first['people']} people and {first['candidates']} candidates planted in the head "
-        f"outputs (benchmarks/synthetic.py), max_det {first['max_det']}, float32, "
+        f"outputs (benchmarks/synthetic.py), max_det {first['max_det']}, float32 (bf16 rows: "
+        "the dense network in bfloat16), "
         f"{first['threads']} threads, medians of {first['rounds']} interleaved rounds. "
         "'vs (b)' and 'vs (d)' are the row's speed-up over use_kernels=False and onnxruntime "
         "(>1 means faster).",

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from rtmo.options import (
     default_device,
 )
 from rtmo.postprocessor import to_poses
+from rtmo.precision import check_cpu_dtype, to_precision
 from rtmo.preprocess import Letterbox, letterbox_image, letterbox_tensor, pil_to_bgr, to_bgr_uint8
 from rtmo.results import Poses
 from rtmo.sources import read_image
@@ -49,6 +50,15 @@ DTYPES = {
 }
 
 
+class PreparedBatch(NamedTuple):
+    """A letterboxed batch on the model's device and dtype, each image's placement, and the
+    seconds that preparing it took."""
+
+    batch: torch.Tensor
+    letterboxes: list[Letterbox]
+    seconds: float
+
+
 class RTMO:
     """RTMO multi-person pose estimator.
 
@@ -61,15 +71,16 @@ class RTMO:
     them; a PIL image is converted from its own mode (RGB, L, RGBA, ...).
 
     Options: score_thr (person score threshold), nms_thr (box IoU above which the lower-scored
-    person is dropped), max_det (people per image), dtype ("fp32", or "fp16"/"bf16" on a GPU),
-    backend (kernel backend: "auto", "cpu", "cuda", "triton" or "reference"), use_kernels
-    (False runs the post-process in plain PyTorch, as mmpose does, instead of the fused kernels),
-    fuse (fold RepVGG branches and BatchNorms for inference; a model passed in is modified in
-    place), trust_checkpoint (allow a checkpoint that the safe loader refuses; only for files you
-    trust), runtime ("torch"; "onnxruntime": the whole prediction exported to one ONNX graph;
-    "openvino": the network exported with head="raw" and run by OpenVINO on the CPU, dtype
-    "fp32" or "bf16", the post-process on the kernels). Every option is checked here: a bad value
-    raises ValueError/TypeError naming it.
+    person is dropped), max_det (people per image), dtype ("fp32"; "bf16" on a GPU or on a CPU
+    with native bfloat16, see `rtmo.precision`; "fp16" on a GPU), backend (kernel backend:
+    "auto", "cpu", "cuda", "triton" or "reference"), use_kernels (False runs the post-process in
+    plain PyTorch, as mmpose does, instead of the fused kernels), fuse (fold RepVGG branches
+    and BatchNorms for inference; a model passed in is modified in place), trust_checkpoint
+    (allow a checkpoint that the safe loader refuses; only for files you trust), runtime
+    ("torch"; "onnxruntime": the whole prediction exported to one ONNX graph; "openvino": the
+    network exported with head="raw" and run by OpenVINO on the CPU, dtype "fp32" or "bf16",
+    the post-process on the kernels). Every option is checked here: a bad value raises
+    ValueError/TypeError naming it.
 
     Threads: one RTMO may be called from several threads at once (inference only reads the
     weights); each call returns its own Poses (tests/test_reliability_concurrency.py).
@@ -155,7 +166,7 @@ class RTMO:
         if fuse and hasattr(net, "reparameterize"):
             # RepVGG branches and BatchNorms folded into convolutions: same outputs, fewer ops.
             net.reparameterize()
-        self.model = net.to(device=self.device, dtype=self.dtype)
+        self.model = to_precision(net, self.device, self.dtype)
         self.config = self.model.config
 
     @classmethod
@@ -249,30 +260,57 @@ class RTMO:
     ) -> list[Poses]:
         """One batched forward pass over `images` (a list, or a (B, 3, H, W) tensor); one `Poses`
         per image, in order."""
+        thresholds = self._thresholds(score_thr, nms_thr, max_det)
+        if len(images) == 0:
+            return []
+        return self._predict_prepared(self._prepare(images), *thresholds)
+
+    def _thresholds(
+        self, score_thr: float | None, nms_thr: float | None, max_det: int | None
+    ) -> tuple[float, float, int]:
+        """A call's (score_thr, nms_thr, max_det): the values given, else the predictor's;
+        checked."""
         score_thr = self.score_thr if score_thr is None else score_thr
         nms_thr = self.nms_thr if nms_thr is None else nms_thr
         max_det = self.max_det if max_det is None else max_det
-        score_thr = check_interval("score_thr", score_thr, SCORE_THR)
-        nms_thr = check_interval("nms_thr", nms_thr, NMS_THR)
-        max_det = check_positive_int("max_det", max_det)
-        if len(images) == 0:
-            return []
+        return (
+            check_interval("score_thr", score_thr, SCORE_THR),
+            check_interval("nms_thr", nms_thr, NMS_THR),
+            check_positive_int("max_det", max_det),
+        )
+
+    def _prepare(self, images: Sequence[ImageInput] | torch.Tensor) -> PreparedBatch:
+        """The letterboxed batch of `images`, timed: the step that a stream runs on its reading
+        thread, ahead of the network."""
         start = time.perf_counter()
         batch, boxes = self._preprocess(images)
         self._sync()
-        preprocessed = time.perf_counter()
+        return PreparedBatch(batch, boxes, time.perf_counter() - start)
+
+    def _predict_prepared(
+        self, prepared: PreparedBatch, score_thr: float, nms_thr: float, max_det: int
+    ) -> list[Poses]:
+        """The network and the post-process on a prepared batch; each Poses gets the speed."""
+        start = time.perf_counter()
         with torch.inference_mode():
             outputs = self.model.predict(
-                batch, score_thr=score_thr, nms_thr=nms_thr, max_det=max_det, backend=self.backend
+                prepared.batch,
+                score_thr=score_thr,
+                nms_thr=nms_thr,
+                max_det=max_det,
+                backend=self.backend,
             )
         self._sync()
         inferred = time.perf_counter()
-        results = [to_poses(out, box, self.config) for out, box in zip(outputs, boxes, strict=True)]
+        results = [
+            to_poses(out, box, self.config)
+            for out, box in zip(outputs, prepared.letterboxes, strict=True)
+        ]
         done = time.perf_counter()
-        per_image = 1000.0 / len(images)
+        per_image = 1000.0 / len(results)
         speed = {
-            "preprocess": (preprocessed - start) * per_image,
-            "inference": (inferred - preprocessed) * per_image,
+            "preprocess": prepared.seconds * per_image,
+            "inference": (inferred - start) * per_image,
             "postprocess": (done - inferred) * per_image,
         }
         for poses in results:
@@ -293,8 +331,9 @@ class RTMO:
 
         source: what `rtmo predict` takes (an image, a folder of images, a video file, a webcam
         index such as 0, a glob pattern such as "clips/*.mp4") or an image array / (3, H, W)
-        tensor, or a list of these. Frames are decoded by a background thread a few frames ahead
-        of the network, so memory stays flat on a video of any length. `FrameInfo` says where
+        tensor, or a list of these. Frames are read, decoded and letterboxed by a background
+        thread up to two batches ahead of the network, so the network does not wait for them
+        and memory stays flat on a video of any length. `FrameInfo` says where
         each frame comes from (source, frame index, path, the decoded image).
 
         on_error: an unreadable image or video frame is warned about and skipped ("warn"),
@@ -302,13 +341,26 @@ class RTMO:
         Sources are checked when this is called: a missing file or a pattern matching nothing
         raises SourceError here, not at the first frame.
         """
-        from rtmo.stream import predict_stream, resolve_inputs
+        from rtmo.stream import resolve_inputs
 
-        options = {"score_thr": score_thr, "nms_thr": nms_thr, "max_det": max_det}
-        inputs = resolve_inputs(source)
-        return predict_stream(
-            lambda images: self.predict(images, **options), inputs, batch_size, on_error
-        )
+        thresholds = self._thresholds(score_thr, nms_thr, max_det)
+        return self._frames(resolve_inputs(source), batch_size, on_error, thresholds)
+
+    def _frames(
+        self,
+        inputs: list,
+        batch_size: int,
+        on_error: str,
+        thresholds: tuple[float, float, int],
+    ) -> Iterator[tuple[FrameInfo, Poses | None]]:
+        """`rtmo.stream.predict_stream` of `inputs` with this predictor: batches are read and
+        letterboxed on the stream's reading thread while the network runs on the previous."""
+        from rtmo.stream import predict_stream
+
+        def run(prepared: PreparedBatch) -> list[Poses]:
+            return self._predict_prepared(prepared, *thresholds)
+
+        return predict_stream(self._prepare, run, inputs, batch_size, on_error)
 
     def track(
         self,
@@ -339,7 +391,7 @@ class RTMO:
         `rtmo.track.OneEuroSmoother`; smooth_min_cutoff in Hz, smooth_beta). fps: the frame rate
         smoothing assumes for images and arrays (default 30; videos state theirs).
         """
-        from rtmo.stream import predict_stream, resolve_inputs
+        from rtmo.stream import resolve_inputs
 
         single = isinstance(source, np.ndarray) or (
             isinstance(source, torch.Tensor) and source.dim() == 3
@@ -358,7 +410,7 @@ class RTMO:
         self._tracking, self._tracking_settings = (pipeline, settings) if persist else (None, None)
         if inputs is None:
             return pipeline.update(self.predict([source])[0])
-        frames = predict_stream(self.predict, inputs, batch_size, on_error)
+        frames = self._frames(inputs, batch_size, on_error, self._thresholds(None, None, None))
         return pipeline.run(frames)
 
     def _sigmas(self) -> tuple[float, ...]:
@@ -458,6 +510,6 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
         dtype = DTYPES[dtype]
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-    if dtype != torch.float32 and device.type != "cuda":
-        raise ValueError(f"dtype {dtype} needs a CUDA device; on {device} use fp32")
+    if device.type == "cpu":
+        check_cpu_dtype("dtype", dtype)
     return dtype

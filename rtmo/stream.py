@@ -2,8 +2,9 @@
 run on.
 
 Sources are resolved up front (a missing file or a pattern matching nothing fails before any work),
-then decoded one at a time by a background thread a few frames ahead of the network, in batches;
-at any moment only a batch and the frames decoded ahead are in memory, however long the video.
+then read, decoded and letterboxed in batches by a background thread a couple of batches ahead of
+the network; at any moment only the batch being run and those prepared ahead are in memory,
+however long the video.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ from rtmo.sources import Source, SourceError, read_image, resolve_sources
 from rtmo.video import DEFAULT_FPS, VideoReader, prefetch
 
 ON_ERROR = ("warn", "raise", "yield")
+# Batches read and letterboxed ahead of the network: one keeps the network busy while the next is
+# prepared; a second absorbs a slow read (a large image, a keyframe) without stalling it.
+PREFETCH_BATCHES = 2
+# What `prepare` makes of a batch's images for `run` (the predictor's letterboxed batch).
+Prepared = TypeVar("Prepared")
 
 
 @dataclass(frozen=True)
@@ -130,37 +136,60 @@ def _video_frames(source_index: int, text: str, source: Source) -> Iterator[Fram
 
 
 def predict_stream(
-    predict: Callable[[list[Any]], list[Poses]],
+    prepare: Callable[[list[Any]], Prepared],
+    run: Callable[[Prepared], list[Poses]],
     inputs: Sequence[_Input],
     batch_size: int,
     on_error: str = "warn",
 ) -> Iterator[tuple[FrameInfo, Poses | None]]:
     """(frame, people) for every frame of `inputs`, in order, `batch_size` frames per forward.
 
-    Webcam frames go one at a time (a live stream must not wait for a batch to fill). An
-    unreadable frame: warned about and skipped ("warn"), raised as SourceError ("raise"), or
-    yielded with no people and its `error` set ("yield").
+    A background thread reads the frames and `prepare`s each batch (decode and letterbox: its
+    readable images in, what `run` takes out) up to PREFETCH_BATCHES batches ahead, while `run`
+    (the network and the post-process) works on the current batch here. Webcam frames go one at
+    a time (a live stream must not wait for a batch to fill). An unreadable frame: warned about and
+    skipped ("warn"), raised as SourceError ("raise"), or yielded with no people and its `error`
+    set ("yield"), in its place; an exception of `prepare` is raised after the batches before it.
+    Closing the generator stops and joins the thread.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    frames = contextlib.closing(prefetch(iter_frames(inputs), depth=2 * batch_size))
-    with frames as ordered:
-        batch: list[FrameInfo] = []
-        for frame in ordered:
-            batch.append(frame)
-            if len(batch) >= batch_size or frame.kind == "webcam":
-                yield from _run_batch(predict, batch, on_error)
-                batch = []
-        yield from _run_batch(predict, batch, on_error)
+    batches = _prepared_batches(prepare, _frame_batches(iter_frames(inputs), batch_size))
+    with contextlib.closing(prefetch(batches, depth=PREFETCH_BATCHES)) as ready:
+        for batch, prepared in ready:
+            yield from _run_batch(run, batch, prepared, on_error)
+
+
+def _frame_batches(frames: Iterator[FrameInfo], batch_size: int) -> Iterator[list[FrameInfo]]:
+    """`frames` in batches of `batch_size`, a webcam frame closing its batch at once."""
+    batch: list[FrameInfo] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= batch_size or frame.kind == "webcam":
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _prepared_batches(
+    prepare: Callable[[list[Any]], Prepared], batches: Iterator[list[FrameInfo]]
+) -> Iterator[tuple[list[FrameInfo], Prepared | None]]:
+    """Each batch with its readable images prepared (None when it has none)."""
+    for batch in batches:
+        readable = [frame.image for frame in batch if frame.error is None]
+        yield batch, prepare(readable) if readable else None
 
 
 def _run_batch(
-    predict: Callable[[list[Any]], list[Poses]], batch: list[FrameInfo], on_error: str
+    run: Callable[[Prepared], list[Poses]],
+    batch: list[FrameInfo],
+    prepared: Prepared | None,
+    on_error: str,
 ) -> Iterator[tuple[FrameInfo, Poses | None]]:
-    readable = [frame for frame in batch if frame.error is None]
-    results = iter(predict([frame.image for frame in readable]) if readable else [])
+    results = iter(run(prepared) if prepared is not None else [])
     for frame in batch:
         if frame.error is None:
             yield frame, next(results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from benchmarks.synthetic import (
 from rtmo.config import from_name
 from rtmo.model.head import decode_boxes
 from rtmo.model.postprocess import postprocess_padded
+from rtmo.precision import bf16_support
 
 SMALL = 128  # square input of the small end-to-end runs: 64 + 16 priors
 
@@ -204,6 +206,41 @@ def test_dense_rows_find_the_planted_crowd():
     assert "rtmo.Postprocessor" in by_key["ort-dense"]["settings"]
 
 
+@pytest.mark.skipif(bf16_support() is None, reason="this CPU has no native bfloat16")
+def test_bf16_row_runs_the_network_in_bfloat16_and_finds_the_planted_crowd():
+    from benchmarks import end_to_end
+
+    case = end_to_end.CaseSettings(
+        "rtmo-t",
+        people=3,
+        candidates=24,
+        input_size=(SMALL, SMALL),
+        rows=("kernels", "bf16"),
+        max_det=10,
+    )
+    rows, skipped = end_to_end.build_rows(case, Path("unused"))
+    assert [row.key for row in rows] == ["kernels", "bf16"]
+    assert not skipped
+    batch = torch.full((1, 3, SMALL, SMALL), 114.0)
+    with torch.inference_mode():
+        dense = rows[1].network(batch)
+        people = rows[1].post(dense, batch)
+    assert dense.pose_vecs.dtype == torch.bfloat16
+    assert len(people[0]["scores"]) == 3
+    assert people[0]["keypoints"].dtype == torch.float32
+
+
+def test_bf16_row_is_left_out_where_the_cpu_would_emulate_it(monkeypatch):
+    from benchmarks import end_to_end
+    from rtmo import precision
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: frozenset({"avx2"}))
+    case = end_to_end.CaseSettings("rtmo-t", input_size=(SMALL, SMALL), rows=("bf16",))
+    rows, skipped = end_to_end.build_rows(case, Path("unused"))
+    assert rows == []
+    assert skipped == {"bf16": "this CPU has no native bfloat16 (AVX512-BF16/AMX)"}
+
+
 def test_quick_run_writes_json_markdown_and_plots(tmp_path, capsys):
     run.main(
         [
@@ -266,7 +303,7 @@ def test_quick_run_measures_each_rows_ap_on_an_annotated_set(tmp_path):
     run.main(
         [
             *common,
-            "--rows=kernels,onnxruntime,ort-dense,openvino",
+            f"--rows=kernels,onnxruntime,ort-dense,openvino{',bf16' if bf16_support() else ''}",
             f"--val-data={data}",
             f"--val-images={images}",
             f"--val-checkpoint={weights}",
@@ -333,3 +370,27 @@ def test_report_targets_from_a_result():
     case["rows"][2] = row("onnxruntime", 90.0)
     (target,) = report.evaluate_targets({"end_to_end": {"cases": [case]}})
     assert target["pass"] is False
+
+
+def test_report_bf16_target_needs_the_speed_and_the_ap():
+    def row(key, ms, ap=None):
+        return {"key": key, "total": {"median_ms": ms}, "accuracy": ap and {"AP": ap}}
+
+    def bf16_target(bf16_row):
+        case = {
+            "variant": "rtmo-s-body7",
+            "batch": 1,
+            "rows": [row("kernels", 100.0, 0.600), row("onnxruntime", 100.0), bf16_row],
+        }
+        targets = report.evaluate_targets({"end_to_end": {"cases": [case]}})
+        (target,) = [t for t in targets if t["target"].startswith("6. bf16")]
+        return target
+
+    target = bf16_target(row("bf16", 60.0))
+    assert target["pass"] is None
+    assert target["measured"] == "1.67x onnxruntime; AP not measured"
+    target = bf16_target(row("bf16", 60.0, 0.597))
+    assert target["pass"] is True
+    assert target["measured"] == "1.67x onnxruntime; AP 0.30 points below (a)"
+    assert bf16_target(row("bf16", 60.0, 0.590))["pass"] is False
+    assert bf16_target(row("bf16", 65.0, 0.600))["pass"] is False

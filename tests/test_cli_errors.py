@@ -106,10 +106,27 @@ BAD_VALUES = [
 ]
 if not GPU:
     BAD_VALUES += [
-        ([*PREDICT, "--dtype", "fp16"], "--dtype fp16 needs a CUDA device (--device cuda)"),
         ([*PREDICT, "--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
         ([*PREDICT, "--backend", "cuda"], "--backend cuda is not available here"),
     ]
+
+
+# A CPU without native bfloat16 (the features torch reports are replaced in the test).
+CPU_PRECISION_ERRORS = [
+    ([*PREDICT, "--device", "cpu", "--dtype", "fp16"], "--dtype fp16 runs on a CUDA device only"),
+    ([*PREDICT, "--device", "cpu", "--dtype", "bf16"], "--dtype bf16: this CPU has no native"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), CPU_PRECISION_ERRORS)
+def test_cpu_precision_errors_exit_2_naming_dtype(workdir, capsys, monkeypatch, argv, message):
+    from rtmo import precision
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: frozenset({"avx2"}))
+    status, err = run_main(argv, capsys)
+    assert status == cli.EXIT_USAGE, err
+    assert message in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(("argv", "message"), BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])

@@ -712,12 +712,27 @@ def test_command_bad_values_exit_2_naming_the_option(capsys, option, value, mess
     ("options", "message"),
     [
         (["--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
-        (["--device", "cpu", "--dtype", "fp16"], "--dtype fp16 needs a CUDA device"),
     ],
 )
 def test_command_device_errors_exit_2(files, capsys, options, message):
     argv = ["eval", "--random-weights", "--data", files / "ann.json", "--images", files / "images"]
     assert cli.main([*map(str, argv), *options]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("dtype", "message"),
+    [
+        ("fp16", "--dtype fp16 runs on a CUDA device only"),
+        ("bf16", "--dtype bf16: this CPU has no native bfloat16"),
+    ],
+)
+def test_command_cpu_precision_errors_exit_2(files, capsys, monkeypatch, dtype, message):
+    from rtmo import precision
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: frozenset({"avx2"}))
+    argv = ["eval", "--random-weights", "--data", files / "ann.json", "--images", files / "images"]
+    assert cli.main([*map(str, argv), "--device", "cpu", "--dtype", dtype]) == cli.EXIT_USAGE
     assert message in capsys.readouterr().err
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rtmo.config import from_name
-from rtmo.model import RTMOModel
+from rtmo.model import RTMOModel, postprocess
 from rtmo.model.head import decode_boxes
 from rtmo_kernels.reference.dcc import dcc_decode_unfolded
 
@@ -179,6 +179,31 @@ def test_padded_prediction_has_static_shapes_and_zero_padding(model_t, batch):
         torch.testing.assert_close(padded.scores[i, :n], full[i]["scores"][:n])
         assert (padded.scores[i, n:] == 0).all()
         assert (padded.keypoints[i, n:] == 0).all()
+
+
+@pytest.mark.parametrize("use_kernels", [True, False])
+def test_cpu_eager_decodes_the_kept_people_only_with_the_static_paths_numbers(
+    model_t, batch, monkeypatch, use_kernels
+):
+    """On the CPU the DCC runs on the kept rows only; the result equals, bit for bit, the static
+    path's (every max_det slot decoded, as on CUDA and under torch.compile / export)."""
+    model = with_kernels(model_t, use_kernels)
+    decoded_rows = []
+    dcc_forward = type(model.head.dcc).forward
+
+    def counting_forward(dcc, pose_vecs, *args, **kwargs):
+        decoded_rows.append(pose_vecs.shape[0])
+        return dcc_forward(dcc, pose_vecs, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.head.dcc), "forward", counting_forward)
+    trimmed = model.predict_padded(batch, max_det=150)
+    monkeypatch.setattr(postprocess, "_sync_is_free", lambda keep: False)
+    static = model.predict_padded(batch, max_det=150)
+    kept = int(trimmed.num_detections.sum())
+    assert 0 < kept < 2 * 150
+    assert decoded_rows == [kept, 2 * 150]
+    for name, a, b in zip(trimmed._fields, trimmed, static, strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_no_detection_gives_empty_tensors(model_t, batch):

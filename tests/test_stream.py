@@ -1,11 +1,13 @@
 """`RTMO.stream` and `RTMO.track`: every source kind, lazily and in order, batched; damaged frames
 in their place; ids through a crossing in a video; flat memory over a long video."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,6 +97,61 @@ def test_damaged_frames_are_named_with_their_position(model, tmp_path):
     ]
     with pytest.raises(SourceError, match="frame 4 cannot be decoded"):
         list(model.stream(video, on_error="raise"))
+
+
+def reading_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "rtmo-prefetch"]
+
+
+def test_batches_are_letterboxed_ahead_on_the_reading_thread(model, tmp_path, monkeypatch):
+    """The next batch is read and letterboxed on the reading thread while the network runs on
+    the current one: the first batch's network call waits until the second batch is prepared
+    (without prefetching it would wait forever), and the frames come out in order."""
+    video = write_avi(tmp_path / "clip.avi", 9)
+    prepared, waited, second_ready = [], [], threading.Event()
+    prepare, run = model._prepare, model._predict_prepared
+
+    def recording_prepare(images):
+        out = prepare(images)
+        prepared.append((threading.current_thread().name, len(images)))
+        if len(prepared) == 2:
+            second_ready.set()
+        return out
+
+    def waiting_run(batch, *thresholds):
+        waited.append(second_ready.wait(timeout=30))
+        return run(batch, *thresholds)
+
+    monkeypatch.setattr(model, "_prepare", recording_prepare)
+    monkeypatch.setattr(model, "_predict_prepared", waiting_run)
+    frames = list(model.stream(video, batch_size=4))
+    assert [f.index for f, _ in frames] == list(range(9))
+    assert waited == [True, True, True]
+    assert prepared == [("rtmo-prefetch", 4), ("rtmo-prefetch", 4), ("rtmo-prefetch", 1)]
+    assert all(poses.image_size == (64, 48) for _, poses in frames)
+    assert not reading_threads()
+
+
+def test_an_error_while_preparing_comes_after_the_batches_before_it(model):
+    """A bad image in the third batch: the first two batches come out, then its error."""
+    good = [content_image(20, 10, seed=i) for i in range(4)]
+    sources = [*good[:2], np.zeros((8, 8, 3)), *good[2:]]  # float64: refused by the letterbox
+    frames = model.stream(sources, batch_size=1)
+    assert [next(frames)[0].source_index for _ in range(2)] == [0, 1]
+    with pytest.raises(TypeError, match="uint8 or uint16, got float64"):
+        next(frames)
+    assert not reading_threads()
+
+
+def test_stopping_early_stops_the_reading_thread(model, tmp_path):
+    video = write_avi(tmp_path / "clip.avi", 12)
+    with contextlib.closing(model.stream(video, batch_size=2)) as frames:
+        assert [next(frames)[0].index for _ in range(3)] == [0, 1, 2]
+        assert len(reading_threads()) == 1
+    assert not reading_threads()
+    for _ in model.stream(video, batch_size=2):
+        break  # the loop drops the generator, which closes it
+    assert not reading_threads()
 
 
 def test_a_camera_that_cannot_open_is_named(model):

@@ -79,3 +79,13 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = F
         help="load a checkpoint that holds pickled objects besides tensors and numpy arrays; this "
         "can run code from the file, so only for files you trust",
     )
+
+
+def check_dtype_option(dtype: str, device: str) -> None:
+    """ValueError naming --dtype when `dtype` has no fast path on `device` ("cpu", "cuda:1")."""
+    if device != "cpu":
+        return
+    from rtmo.precision import check_cpu_dtype
+    from rtmo.predictor import DTYPES
+
+    check_cpu_dtype("--dtype", DTYPES[dtype])

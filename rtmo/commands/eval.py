@@ -18,6 +18,7 @@ from typing import Any
 
 from rtmo.commands import (
     add_checkpoint_arguments,
+    check_dtype_option,
     device_name,
     in_interval,
     positive_int,
@@ -65,7 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda if any)"
     )
-    run.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default fp32")
+    run.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "fp16", "bf16"],
+        help="precision of the network: bf16 on a GPU or a CPU with native bfloat16 (see `rtmo "
+        "info`), fp16 on a GPU (default fp32)",
+    )
     run.add_argument("--backend", default=None, help="kernel backend (see `rtmo info`; auto)")
     run.add_argument(
         "--no-kernels",
@@ -223,10 +230,10 @@ def _build_predictor(args: argparse.Namespace) -> Any:
     from rtmo.predictor import RTMO
 
     dtype = args.dtype or "fp32"
-    if dtype != "fp32" and device.type != "cuda":
-        raise UsageError(
-            f"--dtype {dtype} needs a CUDA device (--device cuda); on {device} use fp32"
-        )
+    try:
+        check_dtype_option(dtype, device.type)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     backend = args.backend or "auto"
     _check_backend(backend, device)
     options = {"device": str(device), "dtype": dtype, "backend": backend}

@@ -1,4 +1,4 @@
-"""`rtmo info`: versions, kernel backends, build flags and devices."""
+"""`rtmo info`: versions, kernel backends, build flags, devices and CPU precision modes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def info_lines() -> list[str]:
 
     import rtmo
     import rtmo_kernels
+    from rtmo.precision import precision_lines
     from rtmo_kernels import _backend
 
     lines = [
@@ -57,7 +58,7 @@ def info_lines() -> list[str]:
         )
     if not torch.cuda.is_available():
         lines.append("  cuda: no GPU visible")
-    return lines
+    return lines + precision_lines()
 
 
 def _version_of(package: str) -> str:

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from rtmo.commands import (
     add_checkpoint_arguments,
+    check_dtype_option,
     device_name,
     in_interval,
     positive_int,
@@ -71,7 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda if any)"
     )
     parser.add_argument(
-        "--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="fp16/bf16 need a GPU"
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "fp16", "bf16"],
+        help="precision of the network: bf16 on a GPU or a CPU with native bfloat16 (see `rtmo "
+        "info`), fp16 on a GPU (default fp32)",
     )
     parser.add_argument("--backend", default="auto", help="kernel backend (see `rtmo info`)")
     parser.add_argument(
@@ -199,12 +204,9 @@ def _check_options(args: argparse.Namespace) -> None:
     try:
         args.device = options.check_device("--device", args.device or options.default_device())
         options.check_backend("--backend", args.backend, args.device.partition(":")[0])
+        check_dtype_option(args.dtype, args.device)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if args.dtype != "fp32" and not args.device.startswith("cuda"):
-        raise UsageError(
-            f"--dtype {args.dtype} needs a CUDA device (--device cuda); on {args.device} use fp32"
-        )
     needs = {  # option: (the option it needs, whether that is given)
         "track_buffer": ("--track", args.track),
         "smooth": ("--track", args.track),

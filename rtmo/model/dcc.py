@@ -171,8 +171,11 @@ class DCC(nn.Module):
         use_kernels: bool = True,
         backend: str = "auto",
     ) -> Tensor:
-        """pose_vecs (N, C), boxes (N, 4) xyxy, priors (N, 2) -> keypoints (N, K, 2) fp32."""
-        feats = self.keypoint_features(pose_vecs)
+        """pose_vecs (N, C), boxes (N, 4) xyxy, priors (N, 2) -> keypoints (N, K, 2) fp32.
+
+        The pose vectors are cast to the DCC's own dtype: a bf16 network on the CPU keeps its
+        DCC in float32 (`rtmo.precision.to_precision`)."""
+        feats = self.keypoint_features(pose_vecs.to(self.pos_enc.dtype))
         args = {
             "boxes": boxes,
             "priors": priors,
