@@ -93,7 +93,7 @@ def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
         if not isinstance(item, Source):
             yield FrameInfo(text, source_index, "array", 0, None, item, total=1)
         elif item.kind in ("video", "webcam"):
-            yield from _video_frames(source_index, text, item)
+            yield from video_frames(source_index, text, item)
         else:
             for i, path in enumerate(item.images):
                 try:
@@ -104,7 +104,11 @@ def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
                 yield FrameInfo(text, source_index, "image", i, path, image, None, error, total)
 
 
-def _video_frames(source_index: int, text: str, source: Source) -> Iterator[FrameInfo]:
+def video_frames(
+    source_index: int, text: str, source: Source, start: int = 0, stop: int | None = None
+) -> Iterator[FrameInfo]:
+    """The frames of a video or webcam source in order, unreadable ones in their place; of a
+    video file, only those at positions [start, stop) when given (`VideoReader.read_range`)."""
     webcam = source.kind == "webcam"
     reader = VideoReader(source.camera if webcam else source.path)
     kind, path = ("webcam", None) if webcam else ("video", source.path)
@@ -115,9 +119,9 @@ def _video_frames(source_index: int, text: str, source: Source) -> Iterator[Fram
         message = f"{source.path or text}: frame {index} cannot be decoded"
         return FrameInfo(text, source_index, kind, index, path, None, reader.fps, message, total)
 
-    expected = 0
+    expected = start
     try:
-        for index, frame in reader:
+        for index, frame in reader.read_range(start, stop):
             for missing in range(expected, index):
                 yield unreadable(missing)
             yield FrameInfo(text, source_index, kind, index, path, frame, reader.fps, None, total)
@@ -145,8 +149,18 @@ def predict_stream(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    frames = contextlib.closing(prefetch(iter_frames(inputs), depth=2 * batch_size))
-    with frames as ordered:
+    return predict_frames(predict, iter_frames(inputs), batch_size, on_error)
+
+
+def predict_frames(
+    predict: Callable[[list[Any]], list[Poses]],
+    frames: Iterator[FrameInfo],
+    batch_size: int,
+    on_error: str,
+) -> Iterator[tuple[FrameInfo, Poses | None]]:
+    """`predict_stream` on frames already made (checked arguments): decoded by a background
+    thread a few frames ahead, predicted `batch_size` at a time."""
+    with contextlib.closing(prefetch(frames, depth=2 * batch_size)) as ordered:
         batch: list[FrameInfo] = []
         for frame in ordered:
             batch.append(frame)
