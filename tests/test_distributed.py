@@ -221,6 +221,17 @@ def test_without_ray_the_message_says_how_to_install_it(inputs, tmp_path, capsys
     assert not (tmp_path / "poses").exists()
 
 
+def test_a_cluster_that_cannot_be_reached_is_named(inputs, tmp_path, capsys, monkeypatch):
+    def refuse(address=None):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    status, err = run_main([*ray_argv(inputs, tmp_path / "poses"), "--ray-address", "auto"], capsys)
+    assert status == cli.EXIT_USAGE
+    assert "--ray-address auto: Could not find any running Ray instance." in err
+
+
 RAY_USAGE_ERRORS = [
     (["--ray", "--num-workers", "0"], "argument --num-workers: must be at least 1, got 0"),
     (["--ray", "--gpus-per-worker", "-1"], "argument --gpus-per-worker: must be in [0, inf)"),

@@ -16,6 +16,8 @@ written so far, the video up to the last whole frame, and the JSON lines of the 
 done, renamed into place with a last line `{"incomplete": true, "reason": "interrupted by
 SIGTERM"}` (the CSV keeps its whole rows); the exit status is 128 + the signal. A webcam stream
 has no end of its own: a stop signal ends it normally (exit status 0, nothing marked incomplete).
+
+With --ray the sources run as a Ray Data job instead (rtmo.distributed.command).
 """
 
 from __future__ import annotations

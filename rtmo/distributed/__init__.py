@@ -15,13 +15,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["DatasetSummary", "OtherJobError", "RayMissingError", "predict_dataset"]
+__all__ = [
+    "DatasetSummary",
+    "OtherJobError",
+    "RayMissingError",
+    "ResourcesError",
+    "predict_dataset",
+]
 
 if TYPE_CHECKING:
     from rtmo.distributed.job import (
         DatasetSummary,
         OtherJobError,
         RayMissingError,
+        ResourcesError,
         predict_dataset,
     )
 

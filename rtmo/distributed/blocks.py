@@ -34,13 +34,6 @@ class Block:
     start: int = 0
     stop: int | None = None
 
-    @property
-    def size(self) -> int | None:
-        """Images or frames in the block (None for a video read to its end)."""
-        if self.kind == "images":
-            return len(self.items)
-        return None if self.stop is None else self.stop - self.start
-
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

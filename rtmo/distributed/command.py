@@ -37,6 +37,7 @@ def run_on_ray(args: argparse.Namespace) -> int:
         DEFAULT_BLOCK_SIZE,
         OtherJobError,
         RayMissingError,
+        ResourcesError,
         import_ray,
         predict_dataset,
     )
@@ -74,8 +75,10 @@ def run_on_ray(args: argparse.Namespace) -> int:
             trust_checkpoint=args.trust_checkpoint,
             ray_address=args.ray_address,
         )
-    except OtherJobError as err:
+    except (OtherJobError, NotADirectoryError) as err:
         raise UsageError(f"--out {err}") from None
+    except ResourcesError as err:
+        raise UsageError(f"--num-workers {args.num_workers or 1}: {err}") from None
     except ConnectionError as err:
         raise UsageError(f"--ray-address {args.ray_address}: {err}") from None
     _print_summary(summary)

@@ -44,6 +44,10 @@ class OtherJobError(ValueError):
     """The output folder holds the output of a different job."""
 
 
+class ResourcesError(ValueError):
+    """The workers asked for do not fit on the local Ray."""
+
+
 @dataclass
 class DatasetSummary:
     """What a `predict_dataset` run did.
@@ -120,13 +124,15 @@ def predict_dataset(
     gpus_per_worker: GPUs per actor (0: CPU workers; 0.5: two actors share a GPU).
     block_size: images or frames per block, the unit of work, retry, output file and resume; a
     multiple of batch_size keeps the batches those of a single-process `rtmo predict`.
-    output_format: "parquet" or "jsonl". ray_address: a running cluster ("auto", "ray://...");
-    None connects to the Ray this process already started, or starts a local one.
+    output_format: "parquet" or "jsonl". ray_address: a running cluster to connect to ("auto",
+    "ray://HOST:PORT"), None to start a local Ray; either way, a Ray this process has already
+    started or joined is used as it is.
     max_retries: times a block that raised is tried again before the job fails.
 
     Running the same job again (same sources, weights and settings) writes only the blocks not
     yet written. Raises RayMissingError without Ray Data, SourceError for an unusable source,
-    OtherJobError when `out` holds another job's output, ValueError for a bad option value.
+    OtherJobError when `out` holds another job's output, ResourcesError when a local Ray cannot
+    hold the workers, ValueError for a bad option value.
     """
     ray = import_ray()
     settings = _checked_settings(locals())
@@ -138,12 +144,15 @@ def predict_dataset(
     blocks = plan_blocks(sources, block_size)
     weights = None if checkpoint is None else Path(checkpoint).read_bytes()
     fs, folder = storage.output_folder(os.fspath(out))
-    _claim_folder(fs, folder, _fingerprint(blocks, weights, settings), os.fspath(out))
     written = storage.file_names(fs, folder)
+    fingerprint = _fingerprint(blocks, weights, settings)
+    _claim_folder(fs, folder, written, fingerprint, os.fspath(out))
     pending = [b for b in blocks if block_file_name(b.seq, output_format) not in written]
     summary = DatasetSummary(os.fspath(out), len(blocks), skipped=len(blocks) - len(pending))
     if pending:
-        with _ray_session(ray, ray_address), _retries(ray, max_retries):
+        with _ray_session(ray, ray_address) as started_here, _retries(ray, max_retries):
+            if started_here:
+                _check_fits(ray, num_workers, gpus_per_worker, cpus_per_worker)
             _run_blocks(ray, pending, settings, weights, summary, num_workers,
                         gpus_per_worker, cpus_per_worker)  # fmt: skip
     storage.remove_partials(fs, folder)
@@ -153,8 +162,10 @@ def predict_dataset(
 def _checked_settings(given: dict[str, Any]) -> Any:
     """The workers' settings, every value checked (ValueError/TypeError naming the argument)."""
     from rtmo.distributed.rows import FORMATS
+    from rtmo.distributed.storage import is_uri
     from rtmo.distributed.worker import FAULT_ENV, WorkerSettings
 
+    out = os.fspath(given["out"])
     for name in ("num_workers", "batch_size", "block_size", "max_det"):
         check_positive_int(name, given[name])
     if given["max_retries"] < 0:
@@ -185,7 +196,7 @@ def _checked_settings(given: dict[str, Any]) -> Any:
         max_det=given["max_det"],
         batch_size=given["batch_size"],
         output_format=given["output_format"],
-        out=os.fspath(given["out"]),
+        out=out if is_uri(out) else os.path.abspath(out),  # workers have other working folders
         fault_marker=os.environ.get(FAULT_ENV),
     )
 
@@ -202,37 +213,52 @@ def _fingerprint(blocks: list[Block], weights: bytes | None, settings: Any) -> s
     return digest.hexdigest()
 
 
-def _claim_folder(fs: Any, folder: str, fingerprint: str, out: str) -> None:
-    """Writes the job's manifest into an output folder that has none; OtherJobError when the
-    folder's manifest is another job's."""
+def _claim_folder(fs: Any, folder: str, names: set[str], fingerprint: str, out: str) -> None:
+    """Writes the job's manifest into the output folder (whose files are `names`); OtherJobError
+    when the folder holds blocks of another job (a manifest alone, of a job that wrote nothing,
+    is replaced)."""
     from rtmo.distributed import storage
 
     path = f"{folder}/{MANIFEST}"
-    if MANIFEST in storage.file_names(fs, folder):
+    if MANIFEST in names:
         with fs.open_input_stream(path) as stream:
             found = json.loads(stream.read()).get("fingerprint")
-        if found != fingerprint:
+        if found == fingerprint:
+            return
+        if any(name.startswith("part-") for name in names):
             raise OtherJobError(
                 f"{out} holds the output of another job (other sources, weights or settings); "
                 "give another output folder, or empty this one to start again"
             )
-        return
     manifest = {"fingerprint": fingerprint, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     storage.write_whole(fs, path, (json.dumps(manifest) + "\n").encode())
 
 
 @contextlib.contextmanager
-def _ray_session(ray: Any, address: str | None) -> Iterator[None]:
+def _ray_session(ray: Any, address: str | None) -> Iterator[bool]:
     """Ray as this process has it, or connected to `address` (started locally when None) for the
-    job and shut down after it."""
+    job and shut down after it. Yields whether this started a local Ray."""
     if ray.is_initialized():
-        yield
+        yield False
         return
     ray.init(address=address)
     try:
-        yield
+        yield address is None
     finally:
         ray.shutdown()
+
+
+def _check_fits(ray: Any, num_workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
+    """ResourcesError when a local Ray cannot hold the workers (Ray would wait for them forever;
+    a cluster with an autoscaler is not checked: it grows to fit)."""
+    have = ray.cluster_resources()
+    need = {"CPU": num_workers * cpus_per_worker, "GPU": num_workers * gpus_per_worker}
+    for resource, amount in need.items():
+        if amount > have.get(resource, 0):
+            raise ResourcesError(
+                f"{num_workers} workers need {amount:g} {resource}s, this machine's Ray has "
+                f"{have.get(resource, 0):g}"
+            )
 
 
 @contextlib.contextmanager

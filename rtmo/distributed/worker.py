@@ -87,8 +87,8 @@ class BlockWorker:
         for frame, poses in frames:
             index = frame.index if frame.kind == "video" else None
             if poses is None:
-                rows.append(error_row(frame.source, index, frame.error or "unreadable"))
-                messages.append(frame.error or "unreadable")
+                messages.append(str(frame.error))
+                rows.append(error_row(frame.source, index, messages[-1]))
             else:
                 rows.append(prediction_row(frame.source, index, poses, output_format))
                 people += len(poses)
