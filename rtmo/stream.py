@@ -119,9 +119,10 @@ def video_frames(
         message = f"{source.path or text}: frame {index} cannot be decoded"
         return FrameInfo(text, source_index, kind, index, path, None, reader.fps, message, total)
 
+    whole = start == 0 and stop is None
     expected = start
     try:
-        for index, frame in reader.read_range(start, stop):
+        for index, frame in reader if whole else reader.read_range(start, stop):
             for missing in range(expected, index):
                 yield unreadable(missing)
             yield FrameInfo(text, source_index, kind, index, path, frame, reader.fps, None, total)
