@@ -96,6 +96,7 @@ setup(
         "triton": ["triton"],
         "onnx": ["onnx", "onnxruntime"],
         "eval": ["pycocotools"],
+        "ray": ["ray[data]>=2.60", "pyarrow"],
     },
     entry_points={"console_scripts": ["rtmo = rtmo.cli:main"]},
 )

@@ -385,6 +385,14 @@ def tracking_md(result: dict) -> list[str]:
     return markdown_lines(result["tracking"])
 
 
+def distributed_md(result: dict) -> list[str]:
+    if "distributed" not in result:
+        return []
+    from benchmarks.distributed import markdown_lines
+
+    return markdown_lines(result["distributed"])
+
+
 def markdown(result: dict) -> str:
     """The whole report as markdown."""
     targets = evaluate_targets(result)
@@ -399,6 +407,7 @@ def markdown(result: dict) -> str:
         ("DCC MLE loss (training)", mle_loss_md(result)),
         ("Kernel suites (pytest-benchmark)", suites_md(result)),
         ("Tracking", tracking_md(result)),
+        ("Ray Data: 2 workers against one process", distributed_md(result)),
     ]
     for title, lines in sections:
         if lines:

@@ -11,7 +11,8 @@ Steps: machine description and its measured sgemm / memory-copy rates (benchmark
 kernel suites (benchmarks/test_bench_*.py, through pytest-benchmark); the GPU-readiness checks
 (tests/test_gpu_readiness.py); the end-to-end benchmark (benchmarks/end_to_end.py); the
 post-process scaling sweep; the roofline; tracking quality (benchmarks/tracking.py: IDF1, MOTA,
-id switches, keypoint jitter). Writes <date>-<host>.json, the markdown report beside it
+id switches, keypoint jitter); Ray Data with 2 local workers against one process
+(benchmarks/distributed.py). Writes <date>-<host>.json, the markdown report beside it
 (.md, also printed) and PNG plots into benchmarks/results/local/, which git ignores, so that a run
 leaves `git status` clean; `--commit` writes them into benchmarks/results/ (the tracked results
 the README quotes) and `--out DIR` anywhere. On a CUDA machine the same command
@@ -208,7 +209,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="weights to run through RTMO.track on those sequences' videos",
     )
-    for step in ("suites", "readiness", "scaling", "roofline", "end-to-end", "tracking"):
+    steps = ("suites", "readiness", "scaling", "roofline", "end-to-end", "tracking", "distributed")
+    for step in steps:
         parser.add_argument(f"--skip-{step}", action="store_true", help=f"leave out the {step}")
     args = parser.parse_args(argv)
     validation = (args.val_data, args.val_images, args.val_checkpoint)
@@ -290,6 +292,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             "tracking", tracking.run, args.quick, sequences_dir=args.track_sequences,
             checkpoint=args.track_checkpoint, device=args.device,
         )  # fmt: skip
+    if not args.skip_distributed:
+        from benchmarks import distributed
+
+        result["distributed"] = _timed(
+            "Ray Data, 2 workers", distributed.run, args.quick, args.device
+        )
     result["runtime_s"] = time.perf_counter() - started
     result["targets"] = report.evaluate_targets(result)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")

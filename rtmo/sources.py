@@ -183,11 +183,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
-    check_image_size(path, data[:_HEADER_BYTES].tobytes())
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes | np.ndarray, name: str | os.PathLike) -> np.ndarray:
+    """The bytes of an image file as `read_image` decodes them; errors name the file `name`."""
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    check_image_size(name, data[:_HEADER_BYTES].tobytes())
     with opencv_quiet():
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise ImageReadError(f"{path}: cannot decode image (corrupt or not an image)")
+        raise ImageReadError(f"{name}: cannot decode image (corrupt or not an image)")
     return image
 
 

@@ -99,7 +99,7 @@ def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
         if not isinstance(item, Source):
             yield FrameInfo(text, source_index, "array", 0, None, item, total=1)
         elif item.kind in ("video", "webcam"):
-            yield from _video_frames(source_index, text, item)
+            yield from video_frames(source_index, text, item)
         else:
             for i, path in enumerate(item.images):
                 try:
@@ -110,7 +110,11 @@ def iter_frames(inputs: Sequence[_Input]) -> Iterator[FrameInfo]:
                 yield FrameInfo(text, source_index, "image", i, path, image, None, error, total)
 
 
-def _video_frames(source_index: int, text: str, source: Source) -> Iterator[FrameInfo]:
+def video_frames(
+    source_index: int, text: str, source: Source, start: int = 0, stop: int | None = None
+) -> Iterator[FrameInfo]:
+    """The frames of a video or webcam source in order, unreadable ones in their place; of a
+    video file, only those at positions [start, stop) when given (`VideoReader.read_range`)."""
     webcam = source.kind == "webcam"
     reader = VideoReader(source.camera if webcam else source.path)
     kind, path = ("webcam", None) if webcam else ("video", source.path)
@@ -121,9 +125,10 @@ def _video_frames(source_index: int, text: str, source: Source) -> Iterator[Fram
         message = f"{source.path or text}: frame {index} cannot be decoded"
         return FrameInfo(text, source_index, kind, index, path, None, reader.fps, message, total)
 
-    expected = 0
+    whole = start == 0 and stop is None
+    expected = start
     try:
-        for index, frame in reader:
+        for index, frame in reader if whole else reader.read_range(start, stop):
             for missing in range(expected, index):
                 yield unreadable(missing)
             yield FrameInfo(text, source_index, kind, index, path, frame, reader.fps, None, total)
@@ -156,7 +161,18 @@ def predict_stream(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    batches = _prepared_batches(prepare, _frame_batches(iter_frames(inputs), batch_size))
+    return predict_frames(prepare, run, iter_frames(inputs), batch_size, on_error)
+
+
+def predict_frames(
+    prepare: Callable[[list[Any]], Prepared],
+    run: Callable[[Prepared], list[Poses]],
+    frames: Iterator[FrameInfo],
+    batch_size: int,
+    on_error: str,
+) -> Iterator[tuple[FrameInfo, Poses | None]]:
+    """`predict_stream` on frames already made (arguments checked by the caller)."""
+    batches = _prepared_batches(prepare, _frame_batches(frames, batch_size))
     with contextlib.closing(prefetch(batches, depth=PREFETCH_BATCHES)) as ready:
         for batch, prepared in ready:
             yield from _run_batch(run, batch, prepared, on_error)

@@ -124,14 +124,52 @@ class VideoReader:
         self._timed = not self.is_camera and fps > 0
         self.unreadable: list[int] = []
 
+    @property
+    def seekable(self) -> bool:
+        """Whether `read_range` can start inside the file: its container states a frame rate and
+        a length, so that frames have positions."""
+        return self._timed and self.frame_count is not None
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        expected, failures = 0, 0  # the position the next frame should have
+        return self._frames(0, None)
+
+    def read_range(self, start: int, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames whose container positions lie in [start, stop) (stop None: to the end, as
+        iterating the whole file goes), with the same positions and `unreadable` entries that
+        iterating the whole file gives them: how a video is split into independent tasks.
+
+        The capture seeks to `start` first; where the seek lands late (a codec whose seek
+        overshoots, or a damaged frame at `start`), it reads from the beginning instead, so a
+        range never loses a frame that the whole-file reading would have given. A file whose
+        container states no frame rate or length has no positions to seek to: ValueError.
+        """
+        if start > 0:
+            if not self.seekable:
+                raise ValueError(f"{self.name}: no frame rate or length, cannot seek to {start}")
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+        return self._frames(start, stop)
+
+    def _frames(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+        limit = self.frame_count if stop is None else stop
+        expected, failures = start, 0  # the position the next frame should have
+        past_stop, rewound = False, False
         try:
-            while self.frame_count is None or expected < self.frame_count:
+            while limit is None or expected < limit:
                 ok, frame = self._capture.read()
                 if ok and frame is not None:
                     failures = 0
+                    if expected == start > 0:  # the first frame after the seek
+                        landed = self._timestamp_position()
+                        if landed is not None and landed < start:
+                            continue  # the seek went to an earlier keyframe: read on to start
+                        if landed is not None and landed > start and not rewound:
+                            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                            rewound = True
+                            continue
                     index = self._position(expected)
+                    if stop is not None and index >= stop:
+                        past_stop = True  # the frame belongs to the next range
+                        break
                     self.unreadable.extend(range(expected, index))
                     yield index, frame
                     expected = index + 1
@@ -144,19 +182,24 @@ class VideoReader:
                     self.unreadable.append(expected)
                     expected += 1
                 # else the next frame's timestamp tells how many positions the failure took
-            if self.frame_count is not None and failures:
-                self.unreadable.extend(range(expected, self.frame_count))
+            if limit is not None and (failures or past_stop):
+                self.unreadable.extend(range(expected, limit))
         finally:
             self.close()
 
     def _position(self, expected: int) -> int:
         """The container position of the frame just read (at least `expected`)."""
+        landed = self._timestamp_position()
+        return expected if landed is None else max(expected, landed)
+
+    def _timestamp_position(self) -> int | None:
+        """The position the timestamp of the frame just read gives, or None where there is none."""
         if not self._timed:
-            return expected
+            return None
         milliseconds = self._capture.get(cv2.CAP_PROP_POS_MSEC)
         if not np.isfinite(milliseconds) or milliseconds < 0:
-            return expected
-        return max(expected, round(milliseconds * self.fps / 1000.0))
+            return None
+        return round(milliseconds * self.fps / 1000.0)
 
     def close(self) -> None:
         self._capture.release()

@@ -174,3 +174,36 @@ def test_prefetch_stops_its_thread_when_closed():
         assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
     assert closed == [True]
     assert not any(t.name == "rtmo-prefetch" for t in threading.enumerate())
+
+
+def _write_mp4(path, num_frames: int):
+    """An MPEG-4 Part 2 file (keyframes some frames apart, so that a seek lands before its
+    target); frame i is grey level 4*i."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, SIZE)
+    for i in range(num_frames):
+        writer.write(np.full((SIZE[1], SIZE[0], 3), 4 * i, np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["avi with damaged and dropped frames", "mp4"])
+def test_frame_ranges_give_what_reading_the_whole_file_gives(tmp_path, kind):
+    if kind == "mp4":
+        path = _write_mp4(tmp_path / "v.mp4", 40)
+    else:
+        path = write_avi(tmp_path / "v.avi", 12)
+        damage_frame(path, 5)  # a range starts on it
+        drop_frame(path, 8)
+    whole = VideoReader(path)
+    frames = list(whole)
+    assert VideoReader(path).seekable
+    for size in (3, 5, 16):
+        ranged, unreadable = [], []
+        for start in range(0, whole.frame_count, size):
+            stop = start + size if start + size < whole.frame_count else None
+            reader = VideoReader(path)
+            ranged += list(reader.read_range(start, stop))
+            unreadable += reader.unreadable
+        assert [i for i, _ in ranged] == [i for i, _ in frames]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ranged, frames, strict=True))
+        assert unreadable == whole.unreadable

@@ -16,6 +16,8 @@ written so far, the video up to the last whole frame, and the JSON lines of the 
 done, renamed into place with a last line `{"incomplete": true, "reason": "interrupted by
 SIGTERM"}` (the CSV keeps its whole rows); the exit status is 128 + the signal. A webcam stream
 has no end of its own: a stop signal ends it normally (exit status 0, nothing marked incomplete).
+
+With --ray the sources run as a Ray Data job instead (rtmo.distributed.command).
 """
 
 from __future__ import annotations
@@ -147,6 +149,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="One-Euro speed coefficient (default 3.0; higher: less lag on fast motion)",
     )
+    _add_ray_arguments(parser)
+
+
+def _add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """--ray and its options (rtmo.distributed.command runs them)."""
+    ray = parser.add_argument_group(
+        "many workers on Ray Data (images and video files; one row per image or frame in "
+        "Parquet files in --out, JSON lines with --json; nothing annotated)"
+    )
+    ray.add_argument(
+        "--ray", action="store_true", help="run on Ray workers (needs pip install 'rtmo[ray]')"
+    )
+    ray.add_argument(
+        "--ray-address",
+        default=None,
+        help="a running Ray cluster: auto (the one this machine belongs to) or ray://HOST:PORT "
+        "(default: a local Ray on this machine)",
+    )
+    ray.add_argument(
+        "--num-workers",
+        type=positive_int,
+        default=None,
+        help="workers, each with a model (default 1)",
+    )
+    ray.add_argument(
+        "--gpus-per-worker",
+        type=in_interval(NON_NEGATIVE),
+        default=None,
+        help="GPUs each worker holds, 0.5 to share one between two (default 0: CPU workers)",
+    )
+    ray.add_argument(
+        "--block-size",
+        type=positive_int,
+        default=None,
+        help="images or video frames per task and output file; a re-run skips the files written "
+        "(default 256)",
+    )
 
 
 def _frame_count(text: str) -> int:
@@ -163,6 +202,10 @@ def _frame_count(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from rtmo.sources import resolve_sources
 
+    if args.ray:
+        from rtmo.distributed.command import run_on_ray
+
+        return run_on_ray(args)
     _check_options(args)
     sources = resolve_sources(args.source)
     for source in sources:
@@ -195,12 +238,7 @@ def _check_options(args: argparse.Namespace) -> None:
     from rtmo import options
     from rtmo.cli import UsageError
 
-    if args.checkpoint is None and not args.random_weights:
-        raise UsageError(_checkpoint_help(args.model))
-    if args.checkpoint is not None and args.random_weights:
-        raise UsageError("give either --checkpoint or --random-weights, not both")
-    if args.checkpoint is not None:
-        _check_checkpoint_path(args.checkpoint)
+    check_weights(args)
     try:
         args.device = options.check_device("--device", args.device or options.default_device())
         options.check_backend("--backend", args.backend, args.device.partition(":")[0])
@@ -212,10 +250,25 @@ def _check_options(args: argparse.Namespace) -> None:
         "smooth": ("--track", args.track),
         "smooth_min_cutoff": ("--smooth one-euro", args.smooth is not None),
         "smooth_beta": ("--smooth one-euro", args.smooth is not None),
+        **dict.fromkeys(
+            ("ray_address", "num_workers", "gpus_per_worker", "block_size"), ("--ray", False)
+        ),
     }
     for option, (needed, given) in needs.items():
         if getattr(args, option) is not None and not given:
             raise UsageError(f"--{option.replace('_', '-')} needs {needed}")
+
+
+def check_weights(args: argparse.Namespace) -> None:
+    """UsageError unless exactly one of --checkpoint (a file) and --random-weights is given."""
+    from rtmo.cli import UsageError
+
+    if args.checkpoint is None and not args.random_weights:
+        raise UsageError(_checkpoint_help(args.model))
+    if args.checkpoint is not None and args.random_weights:
+        raise UsageError("give either --checkpoint or --random-weights, not both")
+    if args.checkpoint is not None:
+        _check_checkpoint_path(args.checkpoint)
 
 
 def _check_checkpoint_path(path: Path) -> None:
