@@ -163,7 +163,8 @@ def test_cost_adds_outside_penalty_and_clamped_cls_cost():
 @pytest.mark.parametrize("variant", list(LOSS_FIXTURES))
 def test_assignments_equal_mmpose(variant):
     """mmpose's SimOTAAssigner inputs and results recorded on the fixture's batch: our assigner
-    on the same inputs assigns the same people to the same priors, with the same overlaps."""
+    on the same inputs assigns the same people to the same priors, with the same overlaps (to
+    float32 rounding)."""
     model, images, targets, ref = load_fixture(variant)
     truth = check_targets(targets, images, model.config.num_keypoints)
     assigner = SimOTAAssigner(
@@ -182,7 +183,11 @@ def test_assignments_equal_mmpose(variant):
         expected = rec["gt_inds"].long() - 1
         assert torch.equal(result.gt_index, expected), i
         positive = expected >= 0
-        assert torch.equal(result.overlaps[positive], rec["max_overlaps"][positive])
+        # Float32 rounding only: the vectorised exp of one CPU (AVX-512 on Intel or AMD) differs
+        # from another's in the last bit.
+        torch.testing.assert_close(
+            result.overlaps[positive], rec["max_overlaps"][positive], rtol=1e-6, atol=1e-7
+        )
         total += int(positive.sum())
     assert total >= len(truth)  # the fixtures do assign
 

@@ -105,14 +105,15 @@ def test_interrupted_video_keeps_the_frames_done(tmp_path, fake_predictor, monke
     video = write_avi(tmp_path / "clip.avi", 6)
     calls = []
 
-    def interrupt_on_second_batch(self, images, **kwargs):
-        calls.append(len(images))
+    def interrupt_on_second_batch(self, prepared, *thresholds):
+        calls.append(len(prepared.letterboxes))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return original(self, images, **kwargs)
+        return original(self, prepared, *thresholds)
 
-    original = RTMO.predict
-    monkeypatch.setattr(RTMO, "predict", interrupt_on_second_batch)
+    # Streams run the network on batches their reading thread prepared.
+    original = RTMO._predict_prepared
+    monkeypatch.setattr(RTMO, "_predict_prepared", interrupt_on_second_batch)
     out = tmp_path / "out"
     status = cli.main(
         [
@@ -160,17 +161,17 @@ def test_ctrl_c_ends_a_webcam_stream_and_keeps_the_recording(
     import rtmo.video
 
     calls = []
-    original = RTMO.predict
+    original = RTMO._predict_prepared
 
-    def ctrl_c_on_third_frame(self, images, **kwargs):
-        calls.append(len(images))
+    def ctrl_c_on_third_frame(self, prepared, *thresholds):
+        calls.append(len(prepared.letterboxes))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, images, **kwargs)
+        return original(self, prepared, *thresholds)
 
     monkeypatch.setattr(rtmo.stream, "VideoReader", FakeCamera)
     monkeypatch.setattr(rtmo.video, "VideoReader", FakeCamera)  # the camera is opened up front
-    monkeypatch.setattr(RTMO, "predict", ctrl_c_on_third_frame)
+    monkeypatch.setattr(RTMO, "_predict_prepared", ctrl_c_on_third_frame)
     out = tmp_path / "out"
     argv = ["predict", "7", "--random-weights", "--out", str(out), "--json", "--batch-size", "2"]
     status = cli.main(argv)
