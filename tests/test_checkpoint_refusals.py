@@ -32,7 +32,8 @@ def payloads(marker):
     return {
         "os.system": (Payload(f"touch {marker}"), "posix.system"),
         "a class": (Plain(), f"{__name__}.Plain"),
-        "a function": (print, "builtins.print"),
+        # Not print: ray.init (the distributed benchmark) rebinds builtins.print in its process.
+        "a function": (len, "builtins.len"),
         "argparse.Namespace": (argparse.Namespace(a=1), "argparse.Namespace"),
     }
 
