@@ -46,6 +46,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type` accepting an int >= `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def variant_name(text: str) -> str:
     """An argparse `type` accepting a known RTMO variant name or alias ("rtmo-s", "rtmo-l-coco")."""
     from rtmo.config import from_name

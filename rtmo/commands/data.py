@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rtmo.commands import int_at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION", required=True)
@@ -26,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     synth.add_argument("--out", type=Path, required=True, help="new (or empty) output folder")
-    synth.add_argument("--images", type=_count(1), help="number of images (not with --motion)")
-    synth.add_argument("--seed", type=_count(0), default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--images", type=int_at_least(1), help="number of images (not with --motion)"
+    )
+    synth.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     synth.add_argument(
         "--size",
         type=_size,
@@ -35,31 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WxH of every image, e.g. 640x480 (default: varied around 640x480; 640x480 with "
         "--motion)",
     )
-    synth.add_argument("--max-people", type=_count(1), help="people per image at most (default 30)")
+    synth.add_argument(
+        "--max-people", type=int_at_least(1), help="people per image at most (default 30)"
+    )
     synth.add_argument(
         "--motion", action="store_true", help="write videos of moving people instead of images"
     )
-    synth.add_argument("--sequences", type=_count(1), help="videos to write (default 4)")
-    synth.add_argument("--frames", type=_count(1), help="frames per video (default 150)")
+    synth.add_argument("--sequences", type=int_at_least(1), help="videos to write (default 4)")
+    synth.add_argument("--frames", type=int_at_least(1), help="frames per video (default 150)")
     synth.add_argument("--fps", type=_fps, help="frame rate of the videos (default 25)")
     synth.set_defaults(data_run=_run_synth)
 
 
 def run(args: argparse.Namespace) -> int:
     return args.data_run(args)
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rtmo.commands import add_checkpoint_arguments, positive_int, variant_name
+from rtmo.commands import add_checkpoint_arguments, int_at_least, positive_int, variant_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_sigmas,
         help="comma-separated OKS sigma per keypoint, for a category that has none",
     )
-    parser.add_argument("--workers", type=_non_negative_int, default=2, help="loader processes")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (0)")
+    parser.add_argument("--workers", type=int_at_least(0), default=2, help="loader processes")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (0)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last.pth"
@@ -122,16 +122,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
