@@ -106,7 +106,7 @@ def ray_workers(folder: Path, checkpoint: Path, device: str, block_size: int) ->
 
 def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     images = 16 if quick else 64
-    block_size = 4 * BATCH if quick else 8 * BATCH
+    block_size = 2 * BATCH  # 2 blocks or more per worker: the pool balances on blocks
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "frames"
         paths = write_images(folder, images)

@@ -249,6 +249,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path, capsys):
             "--skip-readiness",
             "--skip-scaling",
             "--skip-tracking",  # tests/test_tracking_bench.py tests that step
+            "--skip-distributed",  # starts Ray and its workers (a minute): left to `make bench`
             "--kernel-variant=rtmo-t",
             "--variants=rtmo-t",
             f"--input-size={SMALL}",
@@ -297,8 +298,8 @@ def test_quick_run_measures_each_rows_ap_on_an_annotated_set(tmp_path):
     weights = write_published_checkpoint(build_model("rtmo-t"), tmp_path / "rtmo-t.pth")
     common = [
         "--quick", "--skip-suites", "--skip-readiness", "--skip-scaling", "--skip-roofline",
-        "--skip-tracking", "--variants=rtmo-t", f"--input-size={SMALL}", "--people=3",
-        "--candidates=24", "--rounds=1", "--max-det=10", "--batches=2",
+        "--skip-tracking", "--skip-distributed", "--variants=rtmo-t", f"--input-size={SMALL}",
+        "--people=3", "--candidates=24", "--rounds=1", "--max-det=10", "--batches=2",
     ]  # fmt: skip
     run.main(
         [

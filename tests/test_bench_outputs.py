@@ -11,8 +11,9 @@ import pytest
 from benchmarks import run
 
 ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/distributed.py starts a local Ray and its workers (a minute): left to `make bench`.
 SKIP_ALL = ["--skip-suites", "--skip-readiness", "--skip-scaling", "--skip-roofline",
-            "--skip-end-to-end"]  # fmt: skip
+            "--skip-end-to-end", "--skip-distributed"]  # fmt: skip
 
 
 def git(*args: str) -> subprocess.CompletedProcess:

@@ -155,8 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """--ray and its options (rtmo.distributed.command runs them)."""
     ray = parser.add_argument_group(
-        "many workers on Ray Data (images and video files; one row per image or frame in "
-        "Parquet files in --out, JSON lines with --json; nothing annotated)"
+        "many workers on Ray Data",
+        "image and video files; one row per image or frame in Parquet files in --out (JSON lines "
+        "with --json), nothing annotated",
     )
     ray.add_argument(
         "--ray", action="store_true", help="run on Ray workers (needs pip install 'rtmo[ray]')"
