@@ -4,10 +4,10 @@ The post-process (score filter + box decode + NMS + DCC, `postprocess_padded`) r
 RTMO-s head outputs (`benchmarks.synthetic.crowd_dense_outputs`), so the number of people and of
 candidates (priors above the score threshold) is exact. Two sweeps:
   people 1..100 at a fixed number of candidates, and candidates 100..2000 at a fixed crowd.
-For each point: the whole post-process, NMS alone (`nms_padded`), the DCC alone on the `max_det`
-slots (what the static-shape path decodes, whatever the number of people) and the DCC on the kept
-people only (what a path that reads the count first would decode), with the fused kernels and with
-`rtmo_kernels.reference`.
+For each point: the whole post-process as the model runs it on the device (eager on the CPU: the
+DCC on the kept people only), NMS alone (`nms_padded`), the DCC alone on the `max_det` slots (what
+the static-shape path of CUDA and compiled graphs decodes, whatever the number of people) and the
+DCC on the kept people only, with the fused kernels and with `rtmo_kernels.reference`.
 """
 
 from __future__ import annotations
