@@ -19,6 +19,9 @@ from rtmo.model import RTMOModel
 
 # Box agreement asked of the fp32 graph (measured <= 4e-3 px) and the floor of the keypoints'.
 PX_TOL = 1e-2
+# The keypoints' floor: onnxruntime's float32 kernels on an Intel Xeon (AVX-512) put one image's
+# keypoints 0.026 px from float64 where torch is 0.005 px off (0.01 px on AMD EPYC).
+KEYPOINT_FLOOR = 3e-2
 # Scores are sigmoids of logits that went through ~80 convolutions whose float32 rounding differs
 # between torch and onnxruntime: 3e-5 relative measured on the dense outputs.
 SCORE_TOL = 1e-4
@@ -99,7 +102,7 @@ def assert_same_people(expected: list[dict], actual: list[dict], truth: list[dic
         )
         torch_error = (ref["keypoints"].double() - exact["keypoints"]).abs().max().item()
         ort_error = (out["keypoints"].double() - exact["keypoints"]).abs().max().item()
-        assert ort_error <= max(2 * torch_error, PX_TOL), (i, ort_error, torch_error)
+        assert ort_error <= max(2 * torch_error, KEYPOINT_FLOOR), (i, ort_error, torch_error)
 
 
 def tie_order(reference: dict, other: dict) -> torch.Tensor:

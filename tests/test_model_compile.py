@@ -7,6 +7,8 @@ import pytest
 import torch
 from test_model_predict import images, lively_model
 
+from rtmo.model import postprocess
+
 
 def _predict_padded(model, x):
     return model.predict_padded(x, max_det=32)
@@ -29,10 +31,14 @@ def test_fullgraph_capture_has_no_graph_break(model_and_input):
 
 @pytest.mark.slow  # inductor compiles the whole network: ~1.5-3 min on 2 CPU cores
 @torch.no_grad()
-def test_inductor_compiled_prediction_matches_eager(model_and_input):
+def test_inductor_compiled_prediction_matches_eager(model_and_input, monkeypatch):
     """Inductor fuses and reorders float32 sums, and a random DCC amplifies that noise (see
     test_model_predict), so the compiled keypoints are held to the eager float32 model's own
-    error against float64: at most twice it, plus 1e-3 px."""
+    error against float64: at most twice it, plus 0.01 px (on an Intel Xeon with AVX-512 and AMX,
+    inductor's kernels put the keypoints 0.027 px from float64 where eager is 0.012 px off; on
+    AMD EPYC within twice). Eager runs the static-shape path
+    too (compiled code always does; eager CPU otherwise decodes the kept people only)."""
+    monkeypatch.setattr(postprocess, "_sync_is_free", lambda keep: False)
     model, x = model_and_input
     torch._dynamo.reset()
     got = torch.compile(_predict_padded, fullgraph=True)(model, x)
@@ -44,6 +50,6 @@ def test_inductor_compiled_prediction_matches_eager(model_and_input):
     assert torch.equal(got.num_detections, truth.num_detections)
     eager_err = (want.keypoints.double() - truth.keypoints).abs().max()
     compiled_err = (got.keypoints.double() - truth.keypoints).abs().max()
-    assert compiled_err <= 2 * eager_err + 1e-3
+    assert compiled_err <= 2 * eager_err + 0.01
     for name in ("boxes", "scores", "keypoint_scores"):
         torch.testing.assert_close(getattr(got, name), getattr(want, name), atol=1e-3, rtol=0)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
 import rtmo_kernels
 from rtmo.model.dcc import DCC
@@ -159,9 +160,11 @@ def postprocess_decoded(
 
 def _sync_is_free(keep: Tensor) -> bool:
     """Whether reading the kept count on the host costs nothing: eager CPU tensors (not under
-    torch.compile / torch.export, not traced by the ONNX exporter)."""
-    return keep.device.type == "cpu" and not (
-        torch.compiler.is_compiling() or torch.jit.is_tracing()
+    torch.compile / torch.export, not traced by the ONNX exporter, not fake tensors)."""
+    return (
+        keep.device.type == "cpu"
+        and not isinstance(keep, FakeTensor)
+        and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
     )
 
 
