@@ -251,7 +251,7 @@ class Postprocessor:
                 self.input_size,
                 score_thr,
                 nms_thr,
-                min(max_det, self.num_priors),
+                max_det,
                 True,
                 self.backend if backend is None else backend,
             )

@@ -15,7 +15,8 @@ from rtmo_kernels.reference.nms_padded import nms_padded as reference_nms_padded
 
 
 class PaddedPredictions(NamedTuple):
-    """Detections of a batch in `max_det` slots per image, sorted by descending score.
+    """Detections of a batch in M slots per image (M = max_det, at most the number of priors),
+    sorted by descending score.
 
     boxes (B, M, 4) xyxy, scores (B, M), keypoints (B, M, K, 2), keypoint_scores (B, M, K), all in
     model-input pixels; num_detections (B,) int64 says how many leading slots are real. Slots
@@ -121,7 +122,12 @@ def postprocess_decoded(
 ) -> PaddedPredictions:
     """Decoded dense predictions -> padded detections: score threshold and NMS into max_det
     slots, the DCC on the kept pose vectors at their priors (N, 2), boxes clamped to
-    input_size (w, h) after the keypoint decode. No host sync, no data-dependent shape."""
+    input_size (w, h) after the keypoint decode. No host sync, no data-dependent shape.
+
+    Each prior is at most one person: a max_det above N gives N slots, not slots that could
+    only stay empty (yet be decoded).
+    """
+    max_det = min(max_det, priors.shape[0])
     keep, num = _select(
         decoded.boxes, decoded.scores, score_thr, nms_thr, max_det, use_kernels, backend
     )
