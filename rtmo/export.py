@@ -34,6 +34,7 @@ Thresholds and max_det are chosen at call time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
@@ -56,6 +57,7 @@ from rtmo.postprocessor import (
     sidecar_path,
     write_sidecar,
 )
+from rtmo.sources import atomic_output
 from rtmo_kernels.reference.dcc import dcc_decode
 
 if TYPE_CHECKING:
@@ -322,18 +324,19 @@ def export_onnx(
         for part in (wrapper.model.backbone, wrapper.model.neck, wrapper.model.head.head_module):
             part.half()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    # Both files are written under temporary names and renamed only when the export is complete
+    # (the sidecar first, then the graph that names it): a failure leaves no partial file and an
+    # earlier export's pair untouched.
+    with contextlib.ExitStack() as outputs:
+        temporary = outputs.enter_context(atomic_output(path))
         _trace(wrapper, temporary, dynamic_batch, opset, output_names)
         if head == "raw":
-            sidecar = write_sidecar(sidecar_path(path), wrapper.model.head.dcc, cfg, size)
+            sidecar = sidecar_path(path)
+            staged_sidecar = outputs.enter_context(atomic_output(sidecar))
+            write_sidecar(staged_sidecar, wrapper.model.head.dcc, cfg, size)
             metadata[SIDECAR_META_KEY] = sidecar.name
-            metadata[SIDECAR_SHA_META_KEY] = file_sha256(sidecar)
+            metadata[SIDECAR_SHA_META_KEY] = file_sha256(staged_sidecar)
         _finish(temporary, dims, metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

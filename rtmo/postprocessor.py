@@ -45,6 +45,7 @@ from rtmo.model.postprocess import (
 from rtmo.model.rtmo import RTMOModel, _check_thresholds
 from rtmo.preprocess import Letterbox, letterbox_params
 from rtmo.results import Poses
+from rtmo.sources import atomic_output
 
 # Names of the raw-head graph's outputs, in order: the post-process's inputs.
 RAW_OUTPUT_NAMES = DecodedDense._fields
@@ -250,7 +251,7 @@ class Postprocessor:
                 self.input_size,
                 score_thr,
                 nms_thr,
-                min(max_det, self.num_priors),
+                max_det,
                 True,
                 self.backend if backend is None else backend,
             )
@@ -402,12 +403,8 @@ def write_sidecar(
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_output(path) as temporary:
         temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

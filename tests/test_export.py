@@ -267,6 +267,36 @@ def test_not_a_model(tmp_path):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
 
 
+@pytest.mark.parametrize(("head", "earlier"), [("full", True), ("raw", False), ("raw", True)])
+def test_a_failed_export_leaves_the_folder_as_it_was(tmp_path, monkeypatch, head, earlier):
+    """The export fails at its last step, after the graph and (raw head) the sidecar are written:
+    no partial file is left, and an earlier export's files are untouched; a later export that
+    succeeds replaces them."""
+    import rtmo.export
+    from rtmo.postprocessor import read_sidecar, sidecar_path
+
+    path = tmp_path / "t.onnx"
+    if earlier:
+        for file in (path, sidecar_path(path)):
+            file.write_bytes(b"earlier export")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(*args):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(rtmo.export, "_finish", disk_full)
+    post = {"max_det": MAX_DET} if head == "full" else {}
+    with pytest.raises(OSError, match="no space left"):
+        export_onnx(random_model("rtmo-t"), path, SIZE, head=head, **post)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    if head == "raw":
+        monkeypatch.undo()
+        export_onnx(random_model("rtmo-t"), path, SIZE, head="raw")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["t.dcc.npz", "t.onnx"]
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        assert read_sidecar(sidecar_path(path)).input_size == SIZE
+
+
 def test_export_command(tmp_path, capsys):
     """`rtmo export`'s arguments and run: a published-layout checkpoint in, an ONNX file out."""
     import argparse

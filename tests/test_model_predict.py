@@ -206,6 +206,19 @@ def test_cpu_eager_decodes_the_kept_people_only_with_the_static_paths_numbers(
         assert torch.equal(a, b), name
 
 
+def test_max_det_above_the_priors_takes_one_slot_per_prior(model_t):
+    """At most one person per prior: a larger max_det gives as many slots as priors (20 at
+    64x64), as the raw-head Postprocessor does, so the DCC runs on no slot past them."""
+    x = images(1, 64, 64)
+    everyone = {"score_thr": 0.0, "nms_thr": 1.0}
+    capped = model_t.predict_padded(x, max_det=1000, **everyone)
+    exact = model_t.predict_padded(x, max_det=20, **everyone)
+    assert capped.boxes.shape == (1, 20, 4)
+    assert capped.num_detections.tolist() == [20]
+    for got, want in zip(capped, exact, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_no_detection_gives_empty_tensors(model_t, batch):
     preds = model_t.predict(batch, score_thr=0.999999)
     for p in preds:

@@ -99,7 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.65,
         help=f"box IoU for NMS, in {NMS_THR} (default 0.65)",
     )
-    parser.add_argument("--max-det", type=positive_int, default=100, help="people per image")
+    parser.add_argument(
+        "--max-det",
+        type=positive_int,
+        default=100,
+        help="people per image (at most one per prior: a larger value takes the priors' count)",
+    )
     parser.add_argument(
         "--kpt-thr",
         type=in_interval(KPT_THR),

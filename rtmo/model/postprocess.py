@@ -16,7 +16,8 @@ from rtmo_kernels.reference.nms_padded import nms_padded as reference_nms_padded
 
 
 class PaddedPredictions(NamedTuple):
-    """Detections of a batch in `max_det` slots per image, sorted by descending score.
+    """Detections of a batch in M slots per image (M = max_det, at most the number of priors),
+    sorted by descending score.
 
     boxes (B, M, 4) xyxy, scores (B, M), keypoints (B, M, K, 2), keypoint_scores (B, M, K), all in
     model-input pixels; num_detections (B,) int64 says how many leading slots are real. Slots
@@ -136,7 +137,12 @@ def postprocess_decoded(
     On CUDA, and while compiling or exporting, there is no host sync and no data-dependent shape:
     the DCC decodes every slot, padding included. In eager CPU runs, where a sync costs nothing,
     it decodes the kept people only (`_decode_kept`): the same numbers, without the ~7.5 ms that
-    max_det 100 slots cost whatever the crowd."""
+    max_det 100 slots cost whatever the crowd.
+
+    Each prior is at most one person: a max_det above N gives N slots, not slots that could
+    only stay empty (yet be decoded).
+    """
+    max_det = min(max_det, priors.shape[0])
     keep, num = _select(
         decoded.boxes, decoded.scores, score_thr, nms_thr, max_det, use_kernels, backend
     )
