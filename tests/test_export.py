@@ -324,6 +324,25 @@ def test_export_command(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("checkpoint_name", "out_name", "head"),
+    [("t.pth", "t.pth", "full"), ("t.dcc.npz", "t.onnx", "raw")],
+)
+def test_export_command_never_overwrites_the_checkpoint(
+    tmp_path, capsys, checkpoint_name, out_name, head
+):
+    from checkpoints import write_published_checkpoint
+
+    from rtmo import cli
+
+    checkpoint = write_published_checkpoint(random_model("rtmo-t"), tmp_path / checkpoint_name)
+    before = checkpoint.read_bytes()
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / out_name)]
+    assert cli.main([*argv, "--head", head]) == cli.EXIT_USAGE
+    assert "would overwrite the checkpoint" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize(
     ("text", "size"), [("640x480", (640, 480)), ("416", (416, 416)), ("320,256", (320, 256))]
 )
 def test_input_size_argument(text, size):

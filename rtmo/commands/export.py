@@ -78,6 +78,20 @@ def parse_input_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
+def _refuse_overwriting_checkpoint(args: argparse.Namespace, sidecar_path) -> None:
+    """--out (or, with --head raw, the DCC sidecar beside it) must not be the checkpoint itself:
+    the export is written under a temporary name and renamed over its target at the end."""
+    from rtmo.cli import UsageError
+
+    targets = [args.out] + ([sidecar_path(args.out)] if args.head == "raw" else [])
+    for target in targets:
+        if target.exists() and target.samefile(args.checkpoint):
+            raise UsageError(
+                f"--out {args.out}: writing {target} would overwrite the checkpoint "
+                f"{args.checkpoint}; give another file name"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     """Checkpoint -> ONNX file; prints where it went. Returns the exit status."""
     import time
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
     if not args.checkpoint.is_file():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such checkpoint file")
+    _refuse_overwriting_checkpoint(args, sidecar_path)
     if args.head == "raw":
         post = {"--max-det": args.max_det, "--score-thr": args.score_thr, "--nms-thr": args.nms_thr}
         given = [name for name, value in post.items() if value is not None]
