@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from rtmo_kernels.triton.dcc_decode import _cos_sin
+from rtmo_kernels.triton.dcc_encoding import _cos_sin
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "cpp" / "dcc_walk_drift.cpp"

@@ -111,6 +111,8 @@ def test_a_checkpoint_of_another_architecture_is_refused(tiny, tmp_path):
         (["--val", "v.json"], "--val and --val-images go together"),
         (["--resume"], "--resume:"),
         (["--sigmas", "0.1,x"], "--sigmas"),
+        (["--lr", "0"], "--lr: must be in (0, inf), got 0"),
+        (["--lr", "inf"], "--lr: must be in (0, inf), got inf"),
         (["--batch-size", "64"], "fewer than one batch of 64"),
     ],
 )

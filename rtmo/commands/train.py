@@ -13,10 +13,21 @@ category (`--sigmas` where it has none). Only argparse is imported at module lev
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from rtmo.commands import add_checkpoint_arguments, int_at_least, positive_int, variant_name
+from rtmo.commands import (
+    add_checkpoint_arguments,
+    in_interval,
+    int_at_least,
+    positive_int,
+    variant_name,
+)
+from rtmo.options import Interval
+
+POSITIVE = Interval(0.0, math.inf, low_closed=False, high_closed=False)  # finite and > 0
+_positive_number = in_interval(POSITIVE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_input_size,
         help="side (or WxH) of the training input, multiples of 32 (default: the variant's)",
     )
-    parser.add_argument("--lr", type=_positive_float, help="peak learning rate (default: recipe)")
+    parser.add_argument("--lr", type=_positive_number, help="peak learning rate (default: recipe)")
     parser.add_argument(
         "--sigmas",
         type=_sigmas,
@@ -115,19 +126,9 @@ def _input_size(text: str) -> tuple[int, int]:
     return size
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def _sigmas(text: str) -> tuple[float, ...]:
     try:
-        return tuple(_positive_float(part) for part in text.split(","))
+        return tuple(_positive_number(part) for part in text.split(","))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers > 0 such as 0.05,0.05,0.08, got {text!r}"

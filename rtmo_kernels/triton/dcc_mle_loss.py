@@ -2,7 +2,7 @@
 instance (and block of keypoints in the forward).
 
 The bins are walked in tiles of BLOCK_B with the encodings built in registers by angle addition,
-as in dcc_decode's kernel (its `_cos_sin`, `_frequencies` and rotation tables). Both passes walk
+as in dcc_decode's kernel (`rtmo_kernels.triton.dcc_encoding`). Both passes walk
 the tiles the same way (`_tile_anchor`, `_bin_tile`: the encodings, logits and targets). Per tile:
 - forward: logits = two tl.dot of the queries' cos and sin halves with the tile's phi, clamped,
   folded into an online softmax with the target-weighted sum; only (max, sum, P) per keypoint and
@@ -25,10 +25,19 @@ import triton.language as tl
 
 from rtmo_kernels._backend import triton_interpreted
 from rtmo_kernels.ops.dcc_mle_loss import fake_backward, fake_forward, register_autograd
-from rtmo_kernels.triton.dcc_decode import MAX_DIM, _cos_sin, _frequencies, _split_float64
+from rtmo_kernels.triton.dcc_encoding import (
+    MAX_DIM,
+    MIN_DOT,
+    _bin_walk,
+    _encoding_dot,
+    _frequencies,
+    _load_query_halves,
+    _rotate,
+    _tile_anchor,
+    define_op,
+    split_float64,
+)
 
-# tl.dot needs every dimension >= 16.
-_MIN_DOT = 16
 # mmpose's constants (csrc/common/dcc_mle_loss.h); constexpr, as @triton.jit code may only read
 # constexpr globals.
 _LOGIT_CLAMP = tl.constexpr(5e4)
@@ -64,73 +73,16 @@ def triton_config(num_keypoints: int, dim: int, backward: bool) -> TritonConfig:
         raise ValueError(
             f"dcc_mle_loss (triton): the query dimension D must be <= {MAX_DIM}, got {dim}"
         )
-    block_f = max(_MIN_DOT, triton.next_power_of_2(dim // 2))
+    block_f = max(MIN_DOT, triton.next_power_of_2(dim // 2))
     if backward:
         # The backward holds two more K x F operands (the derivative queries) and the query
         # gradients besides the forward's tiles. Measured with ptxas at K = 17, D = 128, 4 warps:
         # 32 keypoints x 32 bins spilled 612 bytes, 8 warps 424, 16 x 32 160, 16 x 16 none (the
         # keypoints then run in blocks of 16: 16 + 1 for K = 17).
-        return TritonConfig(block_k=_MIN_DOT, block_f=block_f, block_b=16, num_warps=4)
+        return TritonConfig(block_k=MIN_DOT, block_f=block_f, block_b=16, num_warps=4)
     # The forward as dcc_decode's kernel: 32 bins per tile and 4 warps, K <= 32 in one block.
-    block_k = min(max(_MIN_DOT, triton.next_power_of_2(num_keypoints)), 32)
+    block_k = min(max(MIN_DOT, triton.next_power_of_2(num_keypoints)), 32)
     return TritonConfig(block_k=block_k, block_f=block_f, block_b=32, num_warps=4)
-
-
-@triton.jit
-def _rotate(cos, sin, by_cos, by_sin):
-    """Angle addition: (cos, sin) of the angle turned by the rotation (by_cos, by_sin)."""
-    return cos * by_cos - sin * by_sin, sin * by_cos + cos * by_sin
-
-
-@triton.jit
-def _rotation_tables(step, w, offs_t, BLOCK_F: tl.constexpr, LOG2_BLOCK_B: tl.constexpr):  # noqa: N803
-    """Rotation by t bins (t < BLOCK_B) per frequency, one exact rotation per bit of t."""
-    table_cos = tl.full((BLOCK_F, 1 << LOG2_BLOCK_B), 1.0, tl.float32)
-    table_sin = tl.zeros((BLOCK_F, 1 << LOG2_BLOCK_B), tl.float32)
-    for b in tl.static_range(LOG2_BLOCK_B):
-        rot_cos, rot_sin = _cos_sin(((1 << b) * step) * w)
-        bit_set = ((offs_t >> b) & 1)[None, :] != 0
-        rc = tl.where(bit_set, rot_cos[:, None], 1.0)
-        rs = tl.where(bit_set, rot_sin[:, None], 0.0)
-        table_cos, table_sin = _rotate(table_cos, table_sin, rc, rs)
-    return table_cos, table_sin
-
-
-@triton.jit
-def _bin_walk(step, w, offs_t, BLOCK_F: tl.constexpr, LOG2_BLOCK_B: tl.constexpr):  # noqa: N803
-    """What the walk over the bins rotates by: the tables within a tile (`_rotation_tables`) and
-    the rotation by a whole tile, which advances the anchor from one tile to the next."""
-    table_cos, table_sin = _rotation_tables(step, w, offs_t, BLOCK_F, LOG2_BLOCK_B)
-    tile_cos, tile_sin = _cos_sin(((1 << LOG2_BLOCK_B) * step) * w)
-    return table_cos, table_sin, tile_cos, tile_sin
-
-
-@triton.jit
-def _tile_anchor(
-    anchor_cos,
-    anchor_sin,
-    first_bin,
-    rel0,
-    step,
-    offs_f,
-    num_freqs,
-    log_temperature,
-    REANCHOR_BINS: tl.constexpr,  # noqa: N803
-):
-    """The encoding (per frequency) of the tile's first bin: the previous tile's anchor advanced by
-    a tile, computed exactly again every REANCHOR_BINS bins (and on the first tile) so the float32
-    rotations do not drift."""
-    if first_bin % REANCHOR_BINS == 0:
-        w_anchor = _frequencies(offs_f, num_freqs, log_temperature)
-        anchor_cos, anchor_sin = _cos_sin((rel0 + first_bin * step) * w_anchor)
-    return anchor_cos, anchor_sin
-
-
-@triton.jit
-def _encoding_dot(a_cos, a_sin, phi_cos, phi_sin):
-    """<a, phi> (K, B) of the keypoints' (K, F) halves with the bins' encodings (F, B)."""
-    dot = tl.dot(a_cos, phi_cos, input_precision="tf32x3")
-    return tl.dot(a_sin, phi_sin, acc=dot, input_precision="tf32x3")
 
 
 @triton.jit
@@ -177,17 +129,6 @@ def _axis_setup(
     rate = (1.0 / (2.0 * sigma * scale)).to(tl.float32)
     inv_sigma = (1.0 / sigma).to(tl.float32)
     return center, size, rel0, step, offset0, rate, inv_sigma
-
-
-@triton.jit
-def _load_query_halves(
-    query_ptr, n, offs_k, mask_k, offs_f, num_freqs, stride_qn, stride_qk, stride_qd
-):
-    mask_q = mask_k[:, None] & (offs_f < num_freqs)[None, :]
-    rows = query_ptr + n * stride_qn + offs_k[:, None] * stride_qk
-    q_cos = tl.load(rows + offs_f[None, :] * stride_qd, mask=mask_q, other=0.0).to(tl.float32)
-    q_sin = tl.load(rows + (num_freqs + offs_f[None, :]) * stride_qd, mask=mask_q, other=0.0)
-    return q_cos, q_sin.to(tl.float32)
 
 
 @triton.jit
@@ -592,18 +533,12 @@ def _launch_args(
         *sigmas.stride(),
         *target_keypoints.stride(),
         *areas.stride(),
-        *_split_float64(padding),
-        *_split_float64(math.log(temperature)),
+        *split_float64(padding),
+        *split_float64(math.log(temperature)),
     )
 
 
-# On a GPU triton_ops, so torch.compile sees the kernels inside. The interpreter runs a kernel on
-# whatever tensors it is given, also the fake/functional ones of AOT tracing, so there the ops are
-# opaque custom ops with fake kernels (as rtmo::dcc_decode_triton).
-_define_op = torch.library.custom_op if triton_interpreted() else torch.library.triton_op
-
-
-@_define_op("rtmo::dcc_mle_loss_forward_triton", mutates_args=())
+@define_op("rtmo::dcc_mle_loss_forward_triton", mutates_args=())
 def dcc_mle_loss_forward_triton(
     query_x: torch.Tensor,
     query_y: torch.Tensor,
@@ -644,7 +579,7 @@ def dcc_mle_loss_forward_triton(
     return nll, keypoints, stats
 
 
-@_define_op("rtmo::dcc_mle_loss_backward_triton", mutates_args=())
+@define_op("rtmo::dcc_mle_loss_backward_triton", mutates_args=())
 def dcc_mle_loss_backward_triton(
     grad_nll: torch.Tensor,
     query_x: torch.Tensor,
