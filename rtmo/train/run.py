@@ -4,6 +4,7 @@ with the head rebuilt for another keypoint set), data parallelism, resuming, the
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,6 +21,7 @@ from rtmo.train.loop import LAST_CHECKPOINT, LOG_FILE, Trainer, TrainSettings, s
 from rtmo.train.parallel import start_processes
 
 FINAL_WEIGHTS = "model.pth"
+CLASS_PRIOR = 0.01  # mmpose's bias_init_with_prob(0.01) for the classifier of a new model
 
 
 def train(
@@ -109,7 +111,7 @@ def build_model(
     any other difference is a CheckpointError."""
     model = RTMOModel(config)
     if checkpoint is None:
-        return model, []
+        return initialise_for_training(model), []
     from rtmo.checkpoint import CheckpointError, read_state_dict
 
     state = read_state_dict(checkpoint, trust_checkpoint)
@@ -124,6 +126,18 @@ def build_model(
         )
     model.load_state_dict(fits, strict=False)
     return model, rebuilt
+
+
+def initialise_for_training(model: RTMOModel) -> RTMOModel:
+    """mmpose's start of a run from scratch (RTMOHead.init_weights): the person classifiers'
+    biases at a prior score of 0.01, so that the first steps do not spend themselves pushing
+    every prior's score down from 0.5. Measured on one image: after 25 steps the classification
+    loss is 0.29 instead of 9.4; after 200, the keypoints' median OKS is 0.38 instead of 0.26."""
+    prior = CLASS_PRIOR
+    with torch.no_grad():
+        for conv in model.head.head_module.out_cls:
+            conv.bias.fill_(-math.log((1 - prior) / prior))
+    return model
 
 
 def _read_run(path: Path) -> dict[str, Any]:
