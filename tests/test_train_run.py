@@ -14,7 +14,7 @@ from rtmo.cli import main
 from rtmo.config import COCO_KEYPOINTS, from_name
 from rtmo.model import RTMOModel
 from rtmo.predictor import RTMO
-from rtmo.train.run import FINAL_WEIGHTS, train
+from rtmo.train.run import FINAL_WEIGHTS, build_model, train
 from rtmo.train.synthetic import synthesize_dataset
 
 # Five of COCO's keypoints: a custom set with one flip pair less than its names suggest.
@@ -140,3 +140,18 @@ def _exit_status(args: list[str]) -> int:
         return main(args)
     except SystemExit as stop:
         return stop.code
+
+
+def test_a_new_model_starts_at_the_classifier_prior_and_a_loaded_one_keeps_its_weights(tmp_path):
+    """mmpose's bias_init_with_prob(0.01) for a run from scratch; a checkpoint's bias is kept."""
+    config = from_name("rtmo-t")
+    new, _ = build_model(config, None, trust_checkpoint=False)
+    for conv in new.head.head_module.out_cls:
+        assert torch.sigmoid(conv.bias).item() == pytest.approx(0.01, rel=1e-6)
+    trained = RTMOModel(config)
+    torch.save({"state_dict": trained.state_dict()}, tmp_path / "t.pth")
+    loaded, rebuilt = build_model(config, tmp_path / "t.pth", trust_checkpoint=False)
+    assert rebuilt == []
+    pairs = zip(loaded.head.head_module.out_cls, trained.head.head_module.out_cls, strict=True)
+    for mine, theirs in pairs:
+        assert torch.equal(mine.bias, theirs.bias)
