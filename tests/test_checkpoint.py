@@ -181,7 +181,7 @@ def test_pickled_code_needs_trust(tiny_model, tmp_path):
 def test_fixture_checkpoint_loads_safely():
     from checkpoints import shared_dir
 
-    path = shared_dir() / "fixtures" / "mmpose-rtmo-t" / "rtmo-t_random.pth"
+    path = shared_dir() / "fixtures" / "mmpose-rtmo-t-calibrated" / "rtmo-t_calibrated.pth"
     state = read_state_dict(path)
     assert len(state) == 514
     assert infer_variant(state) == "rtmo-t"
