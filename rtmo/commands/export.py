@@ -78,10 +78,11 @@ def parse_input_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
-def _refuse_overwriting_checkpoint(args: argparse.Namespace, sidecar_path) -> None:
+def _refuse_overwriting_checkpoint(args: argparse.Namespace) -> None:
     """--out (or, with --head raw, the DCC sidecar beside it) must not be the checkpoint itself:
     the export is written under a temporary name and renamed over its target at the end."""
     from rtmo.cli import UsageError
+    from rtmo.postprocessor import sidecar_path
 
     targets = [args.out] + ([sidecar_path(args.out)] if args.head == "raw" else [])
     for target in targets:
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
     if not args.checkpoint.is_file():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such checkpoint file")
-    _refuse_overwriting_checkpoint(args, sidecar_path)
+    _refuse_overwriting_checkpoint(args)
     if args.head == "raw":
         post = {"--max-det": args.max_det, "--score-thr": args.score_thr, "--nms-thr": args.nms_thr}
         given = [name for name, value in post.items() if value is not None]
